@@ -1,0 +1,72 @@
+"""Audio in, server-ready samples out: any libsndfile format, rate, channel count or dtype.
+
+This module is the one loader used by the client and by the PyTorch reference
+(`python -m export.reference`), so both see exactly the same samples.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from client.contract import MIN_SAMPLES, SAMPLE_RATE
+
+
+class AudioError(ValueError):
+    """The audio cannot be used; the message says why and what to do."""
+
+
+def to_float32(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM is scaled to [-1, 1); floats are kept as they are."""
+    samples = np.asarray(samples)
+    if samples.dtype.kind == "f":
+        return samples.astype(np.float32, copy=False)
+    if samples.dtype.kind == "i":
+        return (samples / float(2 ** (8 * samples.dtype.itemsize - 1))).astype(np.float32)
+    if samples.dtype.kind == "u":
+        half = float(2 ** (8 * samples.dtype.itemsize - 1))
+        return ((samples - half) / half).astype(np.float32)
+    raise AudioError(f"samples of dtype {samples.dtype} are not audio: give integer or float PCM")
+
+
+def prepare(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float32 at SAMPLE_RATE from an array shaped [samples] or [samples, channels]."""
+    samples = to_float32(samples)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1, dtype=np.float32)
+    elif samples.ndim != 1:
+        raise AudioError(f"audio must be [samples] or [samples, channels], not shape {samples.shape}")
+    if sample_rate <= 0:
+        raise AudioError(f"sample rate must be positive, not {sample_rate}")
+    if samples.size == 0:
+        raise AudioError("the audio is empty (0 samples)")
+    if not np.isfinite(samples).all():
+        raise AudioError("the audio contains NaN or infinite samples")
+    if sample_rate != SAMPLE_RATE:
+        samples = soxr.resample(samples, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if samples.size < MIN_SAMPLES:
+        raise AudioError(
+            f"the audio is too short: {samples.size / SAMPLE_RATE * 1000:.1f} ms, "
+            f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms is needed"
+        )
+    return np.ascontiguousarray(samples)
+
+
+def load_audio(source: str | Path | bytes) -> np.ndarray:
+    """Read a file (path, or its bytes) in any format libsndfile knows, ready for the server."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError("no such file")
+        if path.is_dir():
+            raise AudioError("is a directory, not an audio file")
+        handle = path
+    else:
+        handle = io.BytesIO(source)
+    try:
+        samples, sample_rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioError(f"not a readable audio file ({error})") from None
+    return prepare(samples, sample_rate)

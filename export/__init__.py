@@ -1,0 +1,1 @@
+"""Turn the research model into verified ONNX networks and a Triton model repository."""

@@ -1,0 +1,130 @@
+"""The four served networks as exportable modules that take padded batches plus lengths.
+
+Each wrapper reproduces, for every utterance of a zero-padded batch, what the research code
+computes for that utterance alone:
+- audio is normalised per utterance over its valid samples, inside the graph;
+- HuBERT gets the frame-level attention mask;
+- wav2vec2's first conv layer normalises over time (GroupNorm): here it takes its statistics over
+  each utterance's valid frames only, and the encoder masks padded frames;
+- the fusion head masks padded frames and tokens in its attention and its means.
+"""
+
+import torch
+from torch import nn
+
+NORM_EPS = 1e-7
+"""Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon."""
+
+
+def sequence_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def normalise_waveform(waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + 1e-7) over each utterance's valid samples; padding stays zero."""
+    mask = sequence_mask(lengths, waveform.shape[1]).to(waveform.dtype)
+    count = lengths.to(waveform.dtype)[:, None]
+    mean = (waveform * mask).sum(dim=1, keepdim=True) / count
+    centred = (waveform - mean) * mask
+    variance = (centred * centred).sum(dim=1, keepdim=True) / count
+    return centred / torch.sqrt(variance + NORM_EPS)
+
+
+def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """GroupNorm with one group per channel (wav2vec2's first layer), over valid frames only."""
+    mask = sequence_mask(lengths, x.shape[2]).to(x.dtype)[:, None, :]
+    count = lengths.to(x.dtype)[:, None, None]
+    mean = (x * mask).sum(dim=2, keepdim=True) / count
+    centred = (x - mean) * mask
+    variance = (centred * centred).sum(dim=2, keepdim=True) / count
+    normalised = centred / torch.sqrt(variance + norm.eps)
+    return normalised * norm.weight[None, :, None] + norm.bias[None, :, None]
+
+
+def conv_output_length(lengths: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    return torch.div(lengths - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+
+
+def encode_frames(base, waveform, lengths):
+    """A wav2vec2-family base model (HubertModel or Wav2Vec2Model) over a padded batch.
+
+    Returns (last_hidden_state [B, T, D], frames [B]). A group-norm feature extractor gets its
+    first layer's statistics from valid frames only.
+    """
+    x = normalise_waveform(waveform, lengths)[:, None, :]
+    layers = base.feature_extractor.conv_layers
+    first = layers[0]
+    if isinstance(getattr(first, "layer_norm", None), nn.GroupNorm):
+        x = first.conv(x)
+        x = first.activation(masked_group_norm(x, conv_output_length(lengths, first.conv), first.layer_norm))
+        layers = layers[1:]
+    for layer in layers:
+        x = layer(x)
+    features = x.transpose(1, 2)
+    frames = base._get_feat_extract_output_lengths(lengths).to(torch.int64)
+    projected = base.feature_projection(features)
+    if isinstance(projected, tuple):  # wav2vec2 also returns the normalised features
+        projected = projected[0]
+    frame_mask = sequence_mask(frames, projected.shape[1])
+    hidden = base.encoder(projected, attention_mask=frame_mask).last_hidden_state
+    return hidden, frames
+
+
+class AcousticEncoder(nn.Module):
+    """waveform [B, S], waveform_length [B] -> acoustic_features [B, T, D], acoustic_frames [B]."""
+
+    def __init__(self, hubert):
+        super().__init__()
+        self.hubert = hubert
+
+    def forward(self, waveform, waveform_length):
+        return encode_frames(self.hubert, waveform, waveform_length)
+
+
+class SpeechRecogniser(nn.Module):
+    """waveform [B, S], waveform_length [B] -> ctc_logits [B, T, V], logit_frames [B]."""
+
+    def __init__(self, ctc_model):
+        super().__init__()
+        self.ctc = ctc_model
+
+    def forward(self, waveform, waveform_length):
+        hidden, frames = encode_frames(self.ctc.wav2vec2, waveform, waveform_length)
+        return self.ctc.lm_head(hidden), frames
+
+
+class TextEncoder(nn.Module):
+    """input_ids [B, L], attention_mask [B, L] -> text_features [B, L, D]."""
+
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class FusionClassifier(nn.Module):
+    """Both feature sequences with their lengths/masks -> logits [B, 4], probabilities [B, 4]."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, acoustic_features, acoustic_frames, text_features, attention_mask):
+        acoustic_mask = sequence_mask(acoustic_frames, acoustic_features.shape[1])
+        logits = self.head(acoustic_features, text_features, acoustic_mask, attention_mask.bool())
+        return logits, torch.softmax(logits, dim=-1)
+
+
+def exportable_networks(components) -> dict[str, nn.Module]:
+    """Model name (see export.specs) -> wrapper, in eval mode."""
+    from export import specs
+
+    networks = {
+        specs.ACOUSTIC_ENCODER: AcousticEncoder(components.acoustic),
+        specs.ASR: SpeechRecogniser(components.asr),
+        specs.TEXT_ENCODER: TextEncoder(components.text),
+        specs.FUSION_HEAD: FusionClassifier(components.head),
+    }
+    return {name: network.eval() for name, network in networks.items()}
