@@ -1,0 +1,20 @@
+"""Last step of the ensemble: probabilities -> the label with the highest probability."""
+
+import json
+
+import numpy as np
+
+from .triton import Step, read_inputs, respond, strings
+
+
+class TritonPythonModel(Step):
+    def setup(self):
+        self.labels = json.loads(self.parameters["labels"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            probabilities = read_inputs(request, self.input_names)[self.input_names[0]]
+            labels = [self.labels[i] for i in np.argmax(probabilities, axis=-1)]
+            responses.append(respond({self.output_names[0]: strings(labels)}))
+        return responses

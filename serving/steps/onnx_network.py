@@ -1,0 +1,68 @@
+"""Runs one exported ONNX network with ONNX Runtime inside the Python backend (CPU target).
+
+Requests of different lengths arrive together (ragged dynamic batching); they are zero-padded
+into one batch, run once, and each request gets back exactly its own rows, cut to its valid
+length. If a batch fails as a whole, each request is retried alone so that one bad request
+never costs the others their answers.
+"""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+
+from .batching import pad_and_stack, row_spans, split_rows, valid_lengths
+from .triton import Step, fail, read_inputs, respond
+
+
+def make_session(path, intra_op_threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    # Two encoders share the cores: idle threads must sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class TritonPythonModel(Step):
+    def setup(self):
+        self.session = make_session(
+            self.directory / self.parameters["onnx_file"], int(self.parameters["intra_op_threads"])
+        )
+        self.valid_length = json.loads(self.parameters.get("valid_lengths", "{}"))
+        self.flat_inputs = {i.name for i in self.session.get_inputs() if len(i.shape) == 1}
+        self.flat_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) == 1}
+
+    def execute(self, requests):
+        batch = [read_inputs(request, self.input_names) for request in requests]
+        try:
+            return self.run(batch)
+        except Exception as error:  # noqa: BLE001 - isolate the failing request below
+            if len(batch) == 1:
+                return [fail(f"{self.config['name']}: {error}")]
+        return [self.run_alone(inputs) for inputs in batch]
+
+    def run_alone(self, inputs):
+        try:
+            return self.run([inputs])[0]
+        except Exception as error:  # noqa: BLE001
+            return fail(f"{self.config['name']}: {error}")
+
+    def run(self, batch: list[dict]) -> list:
+        feed = {}
+        for name in self.input_names:
+            stacked = pad_and_stack([inputs[name] for inputs in batch])
+            feed[name] = stacked.reshape(-1) if name in self.flat_inputs else stacked
+        outputs = dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+        known = {**feed, **outputs}
+        lengths = {name: valid_lengths(known[source]) for name, source in self.valid_length.items()}
+        responses = []
+        for span in row_spans([len(inputs[self.input_names[0]]) for inputs in batch]):
+            responses.append(respond({
+                name: split_rows(value, span, lengths.get(name)).reshape(-1, 1)
+                if name in self.flat_outputs else split_rows(value, span, lengths.get(name))
+                for name, value in outputs.items()
+            }))
+        return responses

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny-preset export, the real server on free loopback ports, the reference."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from export.reference import ResearchPipeline
+from export.sources import build_components
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def export_tiny(out: Path, *extra: str) -> Path:
+    from export.__main__ import export, parse_args
+
+    export(parse_args(["--preset", "tiny", "--out", str(out), *extra]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_components():
+    return build_components("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_components):
+    return ResearchPipeline(tiny_components)
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("export") / "model_repository")
+
+
+def start_server(repository: Path, **kwargs):
+    from serving.launcher import TritonServer, free_port
+
+    ports = dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    return TritonServer(repository, **{**ports, **kwargs})
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_repository):
+    with start_server(tiny_repository) as server:
+        yield server
