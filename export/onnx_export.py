@@ -7,6 +7,7 @@ output, argmax agreement, and max |batched - alone| over each utterance's valid 
 """
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from client.contract import SAMPLE_RATE
 from export import specs
+from serving.steps.batching import pad_and_stack, valid_lengths
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -26,7 +28,8 @@ class ParityError(AssertionError):
 
 def export_network(module: torch.nn.Module, spec: specs.ModelSpec, example: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes; parity below is the real check
         torch.onnx.export(
             module, tuple(torch.from_numpy(example[t.name]) for t in spec.inputs), str(path),
             input_names=[t.name for t in spec.inputs],
@@ -44,15 +47,6 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 # ---------------------------------------------------------------- parity inputs, per network
-
-
-def _lengths_batch(rng, lengths, make_row, width=None):
-    rows = [make_row(rng, n) for n in lengths]
-    longest = max(lengths)
-    batch = np.zeros((len(rows), longest) + rows[0].shape[1:], dtype=rows[0].dtype)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = row
-    return batch
 
 
 def parity_cases(name: str, sizes: specs.Sizes, seed: int = 0) -> list[dict]:
@@ -77,26 +71,14 @@ def parity_cases(name: str, sizes: specs.Sizes, seed: int = 0) -> list[dict]:
 
 def pad_batch(spec: specs.ModelSpec, cases: list[dict]) -> dict:
     """Zero-pad the cases' inputs along their variable axes and stack them into one batch."""
-    batch = {}
-    for tensor in spec.inputs:
-        arrays = [case[tensor.name] for case in cases]
-        shape = np.max([a.shape for a in arrays], axis=0)
-        shape[0] = sum(a.shape[0] for a in arrays)
-        out = np.zeros(shape, dtype=arrays[0].dtype)
-        row = 0
-        for a in arrays:
-            out[(slice(row, row + a.shape[0]),) + tuple(slice(0, n) for n in a.shape[1:])] = a
-            row += a.shape[0]
-        batch[tensor.name] = out
-    return batch
+    return {t.name: pad_and_stack([case[t.name] for case in cases]) for t in spec.inputs}
 
 
-def valid_extent(spec: specs.ModelSpec, output: specs.TensorSpec, values: dict, row: int) -> int | None:
+def valid_extent(output: specs.TensorSpec, values: dict, row: int) -> int | None:
     """How much of an output's variable axis is valid for one batch row (None: no such axis)."""
     if output.valid_length is None:
         return None
-    source = values[output.valid_length]
-    return int(source[row].sum()) if source.ndim == 2 else int(source[row])
+    return int(valid_lengths(values[output.valid_length])[row])
 
 
 # ---------------------------------------------------------------- the check
@@ -127,7 +109,7 @@ def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
             diffs.append(np.abs(expected[output.name] - got[output.name]).max())
             alone = got[output.name][0]
             in_batch = batched_onnx[output.name][row]
-            extent = valid_extent(spec, output, {**batch, **batched_onnx}, row)
+            extent = valid_extent(output, {**batch, **batched_onnx}, row)
             if extent is not None:
                 in_batch = in_batch[:extent]
                 alone = alone[:extent]

