@@ -184,7 +184,7 @@ class TritonServer:
     def failure_reason(self, headline: str) -> str:
         failures = {}
         for model, reason in FAILED_MODEL.findall(self.log_text()):
-            failures.setdefault(model, reason.strip())
+            failures.setdefault(model, reason.split("\\n")[0].strip())  # drop the Python traceback
         if failures:
             details = "; ".join(f"model '{m}' failed to load: {r}" for m, r in failures.items())
             return f"{headline}: {details} (full log: {self.log_path}; re-export with `make export`)"
@@ -224,9 +224,11 @@ def main(argv=None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument("--log-file", type=Path, default=Path("build/tritonserver.log"))
     args = parser.parse_args(argv)
+    args.log_file.parent.mkdir(parents=True, exist_ok=True)
     server = TritonServer(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                          args.timeout)
+                          args.timeout, args.log_file.resolve())
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:

@@ -17,9 +17,9 @@ from .triton import Step, read_inputs, respond, strings
 
 class TritonPythonModel(Step):
     def setup(self):
-        ctc = json.loads((self.directory / self.parameters["ctc_vocab_file"]).read_text())
+        ctc = json.loads(self.file("ctc_vocab_file").read_text())
         self.decoder = CTCDecoder(ctc["vocab"], ctc["blank"], ctc["delimiter"], ctc["clean_up"])
-        self.tokenizer = Tokenizer.from_file(str(self.directory / self.parameters["tokenizer_file"]))
+        self.tokenizer = Tokenizer.from_file(str(self.file("tokenizer_file")))
         self.logits_name, self.frames_name = self.input_names
         self.transcript_name, self.ids_name, self.mask_name = self.output_names
 

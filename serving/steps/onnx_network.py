@@ -28,9 +28,7 @@ def make_session(path, intra_op_threads: int) -> ort.InferenceSession:
 
 class TritonPythonModel(Step):
     def setup(self):
-        self.session = make_session(
-            self.directory / self.parameters["onnx_file"], int(self.parameters["intra_op_threads"])
-        )
+        self.session = make_session(self.file("onnx_file"), int(self.parameters["intra_op_threads"]))
         self.valid_length = json.loads(self.parameters.get("valid_lengths", "{}"))
         self.flat_inputs = {i.name for i in self.session.get_inputs() if len(i.shape) == 1}
         self.flat_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) == 1}

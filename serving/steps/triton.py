@@ -21,6 +21,13 @@ class Step:
     def setup(self):
         pass
 
+    def file(self, parameter: str) -> Path:
+        """The file a config parameter names, next to model.py; a clear error if it is missing."""
+        path = self.directory / self.parameters[parameter]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: re-run `make export` to write it")
+        return path
+
 
 def read_inputs(request, names) -> dict[str, np.ndarray]:
     return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in names}
