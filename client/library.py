@@ -1,0 +1,222 @@
+"""Classify audio with the served SER ensemble over Triton gRPC or HTTP."""
+
+import http.client
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from client.audio import load_audio, prepare
+from client.contract import AUDIO, CLIENT_WINDOW_SECONDS, EMOTION, ENSEMBLE, LABELS, PROBABILITIES, TRANSCRIPT
+from client.result import Result, combine, make_segment, segment_bounds
+
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503"}
+"""Statuses that mean "no server there right now" (gRPC code, HTTP status), worth retrying."""
+
+_TIMED_OUT = {"StatusCode.DEADLINE_EXCEEDED"}
+
+_CHECK_ADDRESS = f"check --url and --protocol (defaults: grpc {DEFAULT_URLS['grpc']}, http {DEFAULT_URLS['http']})"
+
+
+class ClientError(RuntimeError):
+    """The server could not be reached or refused a request; the message says what to do."""
+
+
+class ServerUnreachable(ClientError):
+    """No connection to the server, even after retrying."""
+
+
+def _host_port(url: str) -> str:
+    """Triton clients take host:port; a pasted http:// or grpc:// prefix is dropped."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    if scheme not in ("http", "grpc"):
+        raise ValueError(f"give the server as host:port (like {DEFAULT_URLS['grpc']}), not {url!r}")
+    return rest.rstrip("/")
+
+
+def _read(source, sample_rate: int | None) -> tuple[np.ndarray, str]:
+    """Server-ready samples and a default name for a path, file bytes or array."""
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise ValueError("give sample_rate with an array of samples")
+        return prepare(source, sample_rate), "<array>"
+    if sample_rate is not None:
+        raise ValueError("sample_rate is only for arrays: files carry their own")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return load_audio(bytes(source)), "<bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        return load_audio(Path(source)), os.fspath(source)
+    raise TypeError(f"source must be a path, file bytes or a numpy array, not {type(source).__name__}")
+
+
+class SERClient:
+    """One connection to the server. Not thread-safe: classify_many makes its own per request."""
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
+                 window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0):
+        if protocol not in DEFAULT_URLS:
+            raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
+        self.protocol = protocol
+        self.url = _host_port(url or DEFAULT_URLS[protocol])
+        self.timeout = timeout
+        self.window_seconds = window_seconds
+        self.retries = retries
+        self.backoff = backoff
+        self._module = grpcclient if protocol == "grpc" else httpclient
+        self._triton = None
+
+    def __enter__(self) -> "SERClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._triton is not None:
+            self._triton.close()
+            self._triton = None
+
+    def _clone(self) -> "SERClient":
+        return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff)
+
+    def _connection(self):
+        if self._triton is None:
+            if self.protocol == "grpc":
+                self._triton = grpcclient.InferenceServerClient(self.url)
+            else:
+                self._triton = httpclient.InferenceServerClient(
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout
+                )
+        return self._triton
+
+    def _deadline(self) -> dict:
+        return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+
+    def ready(self) -> bool:
+        """Whether the server is up and the ensemble loaded (one try, no retries)."""
+        try:
+            connection = self._connection()
+            return bool(connection.is_server_ready(**self._deadline())
+                        and connection.is_model_ready(ENSEMBLE, **self._deadline()))
+        except (InferenceServerException, OSError):
+            self.close()
+            return False
+
+    def _infer_once(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
+        audio_input = self._module.InferInput(AUDIO, [1, audio.size], "FP32")
+        audio_input.set_data_from_numpy(audio[np.newaxis])
+        # all three outputs: the ensemble expects every output to be requested
+        outputs = [self._module.InferRequestedOutput(name) for name in (EMOTION, PROBABILITIES, TRANSCRIPT)]
+        answer = self._connection().infer(ENSEMBLE, [audio_input], outputs=outputs, **self._deadline())
+        probabilities = answer.as_numpy(PROBABILITIES).reshape(-1)
+        if probabilities.size != len(LABELS):
+            raise ClientError(
+                f"the server at {self.url} returned {probabilities.size} probabilities, not {len(LABELS)}: "
+                f"is it serving the {ENSEMBLE!r} ensemble of this version?"
+            )
+        transcript = answer.as_numpy(TRANSCRIPT).reshape(-1)[0]
+        return probabilities, transcript.decode("utf-8") if isinstance(transcript, bytes) else str(transcript)
+
+    def _infer(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
+        """One segment, retrying with exponential backoff while the server cannot be reached."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._infer_once(audio)
+            except InferenceServerException as error:
+                if error.status() in _TIMED_OUT:
+                    raise self._timed_out() from None
+                if error.status() not in _UNAVAILABLE:
+                    raise ClientError(f"the server at {self.url} refused the request: {error.message()}") from None
+                reason = error.message()
+            except TimeoutError:
+                raise self._timed_out() from None
+            except http.client.HTTPException as error:
+                self.close()
+                raise ClientError(
+                    f"the server at {self.url} does not answer http ({error}): {_CHECK_ADDRESS}"
+                ) from None
+            except OSError as error:
+                reason = error.strerror or str(error)
+            self.close()
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        tries = "once" if self.retries == 0 else f"{self.retries + 1} times"
+        raise ServerUnreachable(
+            f"cannot reach the SER server at {self.url} over {self.protocol} (tried {tries}: {reason}): "
+            f"is the server running? start it with `make serve`; or {_CHECK_ADDRESS}"
+        )
+
+    def _timed_out(self) -> ClientError:
+        self.close()
+        return ClientError(
+            f"no answer from the SER server at {self.url} within {self.timeout:g} s: "
+            f"for long audio raise --timeout; or {_CHECK_ADDRESS}"
+        )
+
+    def _classify_samples(self, audio: np.ndarray, name: str) -> Result:
+        started = time.perf_counter()
+        segments = []
+        for start, end in segment_bounds(audio.size, self.window_seconds):
+            probabilities, transcript = self._infer(audio[start:end])
+            segments.append(make_segment(start, end, probabilities, transcript))
+        return combine(name, segments, latency=time.perf_counter() - started)
+
+    def classify(self, source, sample_rate: int | None = None, name: str | None = None) -> Result:
+        """Emotion of a recording of any length: a path, a file's bytes, or samples with their rate.
+
+        Audio longer than window_seconds is sent as segments; the result is their
+        duration-weighted combination, with every segment's own result in `segments`.
+        """
+        audio, default_name = _read(source, sample_rate)
+        return self._classify_samples(audio, name or default_name)
+
+    def classify_many(self, sources, concurrency: int = 4, *, sample_rate: int | None = None,
+                      names=None, on_result=None) -> list:
+        """classify() each source with up to `concurrency` requests in flight.
+
+        Returns, in input order, a Result or the exception that stopped that item.
+        `on_result(index, result_or_exception)` is called in this thread as each one finishes.
+        Once the server has proved unreachable, the remaining items fail without waiting again.
+        """
+        sources = list(sources)
+        names = list(names) if names is not None else [None] * len(sources)
+        unreachable: list[str] = []
+
+        def work(source, name):
+            audio, default_name = _read(source, sample_rate)
+            if unreachable:
+                raise ServerUnreachable(unreachable[0])
+            with self._clone() as client:
+                try:
+                    return client._classify_samples(audio, name or default_name)
+                except ServerUnreachable as error:
+                    unreachable.append(str(error))
+                    raise
+
+        results: list = [None] * len(sources)
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="ser-client")
+        try:
+            futures = {pool.submit(work, source, name): index
+                       for index, (source, name) in enumerate(zip(sources, names))}
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    results[index] = future.result()
+                except Exception as error:
+                    results[index] = error
+                if on_result is not None:
+                    on_result(index, results[index])
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results
