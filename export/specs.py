@@ -99,7 +99,10 @@ def model_specs(sizes: Sizes) -> dict[str, ModelSpec]:
         ModelSpec(TEXT_ENCODER, text_ids, (text,)),
         ModelSpec(FUSION_HEAD, (acoustic, acoustic_frames, text, text_ids[1]),
                   (T("logits", "float32", (sizes.labels,)), probabilities)),
-        ModelSpec(EMOTION_LABEL, (probabilities,), (T("emotion", "bytes", (1,)),)),
+        # Passes the probabilities on, so every ensemble output comes from a step no other step
+        # reads: Triton 2.51 deadlocks on a request for a subset of outputs otherwise.
+        ModelSpec(EMOTION_LABEL, (probabilities,),
+                  (T("emotion", "bytes", (1,)), T("class_probabilities", "float32", (sizes.labels,)))),
     ]
     return {spec.name: spec for spec in specs}
 
@@ -109,7 +112,7 @@ ENSEMBLE_INPUTS = {contract.AUDIO: (AUDIO_INPUT, contract.AUDIO)}
 
 ENSEMBLE_OUTPUTS = {
     contract.EMOTION: (EMOTION_LABEL, "emotion"),
-    contract.PROBABILITIES: (FUSION_HEAD, "probabilities"),
+    contract.PROBABILITIES: (EMOTION_LABEL, "class_probabilities"),
     contract.TRANSCRIPT: (CTC_TOKENIZE, "transcript"),
 }
 """Ensemble output -> (step, its output). Every other step tensor flows under its own name."""

@@ -6,6 +6,10 @@ It waits until every model is ready and says so. A missing export, a port in use
 fails to load ends it with one clear message and a non-zero exit instead of a hang; stopping it
 (Ctrl-C, or leaving the `with` block) shuts the server down cleanly and removes any shared memory
 its Python stubs leave behind.
+
+A Python-backend step whose stub process dies (crash, OOM kill) stays "not healthy" in Triton
+until the model is reloaded. The server runs with explicit model control, and a watchdog notices
+a missing stub, says which model, and reloads it (unload + load through the repository API).
 """
 
 import argparse
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -87,6 +92,8 @@ class TritonServer:
     startup_timeout: float = 120.0
     log_path: Path | None = None
     extra_args: list = field(default_factory=list)
+    watchdog_seconds: float | None = 2.0
+    """How often to look for dead Python stubs and reload their models; None: never."""
 
     def __post_init__(self):
         self.repository = Path(self.repository).resolve()
@@ -94,6 +101,8 @@ class TritonServer:
         self._work = tempfile.TemporaryDirectory(prefix="ser-triton-")
         self.log_path = Path(self.log_path or Path(self._work.name) / "tritonserver.log")
         self._shm_before: set[str] = set()
+        self._stopping = threading.Event()
+        self.reloads: list[str] = []
 
     @property
     def http_url(self) -> str:
@@ -127,6 +136,7 @@ class TritonServer:
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0",
             "--exit-on-error=true", "--strict-readiness=true",
+            "--model-control-mode=explicit", "--load-model=*",
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=16777216",
             *self.extra_args,
@@ -156,7 +166,50 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        if self.watchdog_seconds:
+            self._stopping.clear()
+            threading.Thread(target=self._watch_stubs, name="stub-watchdog", daemon=True).start()
         return self
+
+    def python_models(self) -> list[str]:
+        return sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt")
+                      if 'backend: "python"' in p.read_text())
+
+    def stubs(self) -> dict[int, str]:
+        """pid -> model, for the Python stub processes of this server."""
+        found = {}
+        for proc in Path("/proc").iterdir():
+            try:
+                if not proc.name.isdigit():
+                    continue
+                arguments = (proc / "cmdline").read_bytes().split(b"\0")
+                parent = int(re.search(rb"PPid:\s+(\d+)", (proc / "status").read_bytes()).group(1))
+            except (OSError, AttributeError):
+                continue
+            if parent == self.process.pid and arguments[0].endswith(b"triton_python_backend_stub"):
+                found[int(proc.name)] = Path(arguments[1].decode(errors="replace")).parent.parent.name
+        return found
+
+    def reload(self, model: str) -> None:
+        for action in ("unload", "load"):
+            request = urllib.request.Request(
+                f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}", method="POST")
+            urllib.request.urlopen(request, timeout=120).close()
+
+    def _watch_stubs(self) -> None:
+        models = self.python_models()
+        while not self._stopping.wait(self.watchdog_seconds):
+            for model in sorted(set(models) - set(self.stubs().values())):
+                if self._stopping.is_set():
+                    return
+                print(f"serve: model '{model}' is unhealthy (its Python stub process exited); reloading it",
+                      file=sys.stderr, flush=True)
+                try:
+                    self.reload(model)
+                    self.reloads.append(model)
+                    print(f"serve: model '{model}' reloaded", file=sys.stderr, flush=True)
+                except OSError as error:
+                    print(f"serve: reloading model '{model}' failed: {error}", file=sys.stderr, flush=True)
 
     def wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -192,6 +245,7 @@ class TritonServer:
         return f"{headline}. Last lines of the log ({self.log_path}):\n{tail}"
 
     def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:

@@ -76,3 +76,18 @@ def test_server_metrics_are_served(tiny_server):
 
     text = urllib.request.urlopen(tiny_server.metrics_url, timeout=5).read().decode()
     assert 'nv_inference_request_success{model="ser"' in text
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("wanted", [["PROBABILITIES"], ["EMOTION"], ["TRANSCRIPT"], ["EMOTION", "TRANSCRIPT"],
+                                    ["PROBABILITIES", "TRANSCRIPT"]])
+def test_any_subset_of_outputs_can_be_requested(tiny_server, protocol, wanted):
+    from tests.server_helpers import MODULES
+
+    module = MODULES[protocol]
+    audio = module.InferInput("AUDIO", [1, 16000], "FP32")
+    audio.set_data_from_numpy(utterance(1.0, 2)[None])
+    result = connect(tiny_server, protocol).infer(
+        "ser", [audio], outputs=[module.InferRequestedOutput(name) for name in wanted])
+    for name in wanted:
+        assert result.as_numpy(name) is not None and result.as_numpy(name).shape[0] == 1

@@ -1,4 +1,8 @@
-"""Last step of the ensemble: probabilities -> the label with the highest probability."""
+"""Last step of the ensemble: probabilities -> the label with the highest probability.
+
+It also hands the probabilities on unchanged, so that each ensemble output has a producer that
+no other step reads from.
+"""
 
 import json
 
@@ -16,5 +20,6 @@ class TritonPythonModel(Step):
         for request in requests:
             probabilities = read_inputs(request, self.input_names)[self.input_names[0]]
             labels = [self.labels[i] for i in np.argmax(probabilities, axis=-1)]
-            responses.append(respond({self.output_names[0]: strings(labels)}))
+            emotion, passed_on = self.output_names
+            responses.append(respond({emotion: strings(labels), passed_on: probabilities}))
         return responses

@@ -1,0 +1,160 @@
+"""Bad requests, load and faults: the service keeps answering, and every answer stays right."""
+
+import concurrent.futures as futures
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from client import contract
+from tests.conftest import start_server
+from tests.server_helpers import connect, infer, utterance
+
+pytestmark = pytest.mark.server
+SOAK_SECONDS = float(os.environ.get("SER_SOAK_SECONDS", "60"))
+
+BAD_AUDIO = {
+    "empty": (np.zeros((1, 0), np.float32), r"AUDIO is empty"),
+    "zero_frames": (np.zeros((1, 399), np.float32), r"too short: 399 samples .* at least 400 samples"),
+    "nan": (np.where(np.arange(16000) % 7 == 0, np.nan, 0.1).astype(np.float32)[None], r"2286 NaN or infinite"),
+    "inf": (np.full((1, 16000), np.inf, np.float32), r"16000 NaN or infinite"),
+    "too_long": (np.zeros((1, 16000 * 31), np.float32), r"too long: 31.0 s; the limit is 30 s"),
+    "ten_minutes": (np.zeros((1, 16000 * 600), np.float32), r"too long: 600.0 s; the limit is 30 s"),
+}
+
+
+def send(server, protocol, array, datatype="FP32"):
+    module = grpcclient if protocol == "grpc" else httpclient
+    client = connect(server, protocol)
+    tensor = module.InferInput(contract.AUDIO, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return client.infer(contract.ENSEMBLE, [tensor])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("case", sorted(BAD_AUDIO))
+def test_bad_audio_gets_an_error_that_says_what_and_the_limit(tiny_server, protocol, case):
+    array, message = BAD_AUDIO[case]
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException, match=message):
+        send(tiny_server, protocol, array)
+    assert time.monotonic() - started < 30  # refused, not attempted (a generous bound, not a benchmark)
+
+
+@pytest.mark.parametrize("array, datatype, message", [
+    (np.zeros((1, 16000), np.float64), "FP64", r"(?i)data.?type|FP64|expected TYPE_FP32"),
+    (np.zeros((1, 16000), np.int16), "INT16", r"(?i)data.?type|INT16"),
+    (np.zeros((1, 100, 2), np.float32), "FP32", r"(?i)shape|dims|rank"),
+])
+def test_wrong_dtype_or_rank_is_refused_by_the_server(tiny_server, array, datatype, message):
+    with pytest.raises(InferenceServerException, match=message):
+        send(tiny_server, "grpc", array, datatype)
+
+
+def test_bad_requests_do_not_cost_their_batch_mates_answers(tiny_server):
+    good = [utterance(s, seed=i) for i, s in enumerate([0.8, 2.5, 1.4, 3.9, 0.6, 2.0])]
+    expected = [infer(connect(tiny_server, "grpc"), "grpc", a[None]) for a in good]
+    jobs = [("good", i, a[None]) for i, a in enumerate(good)] + [("bad", k, v[0]) for k, v in BAD_AUDIO.items()
+                                                                  if k != "ten_minutes"]
+    jobs = jobs[::2] + jobs[1::2]
+
+    def run(job):
+        kind, key, array = job
+        try:
+            return job, send(tiny_server, "grpc", array)
+        except InferenceServerException as error:
+            return job, error
+
+    with futures.ThreadPoolExecutor(len(jobs)) as pool:
+        for (kind, key, _), outcome in pool.map(run, jobs):
+            if kind == "bad":
+                assert isinstance(outcome, InferenceServerException), key
+                assert re.search(BAD_AUDIO[key][1], str(outcome)), (key, str(outcome))
+            else:
+                assert not isinstance(outcome, Exception), outcome
+                np.testing.assert_allclose(outcome.as_numpy(contract.PROBABILITIES), expected[key][1], atol=1e-4)
+                assert outcome.as_numpy(contract.TRANSCRIPT)[0][0].decode() == expected[key][2][0]
+
+
+def process_tree_rss_kib(pid: int) -> int:
+    """Resident memory of the server and its Python stubs."""
+    total, pending = 0, [pid]
+    children = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parent = int(re.search(rb"PPid:\s+(\d+)", (proc / "status").read_bytes()).group(1))
+                children.setdefault(parent, []).append(int(proc.name))
+        except (OSError, AttributeError):
+            pass
+    while pending:
+        current = pending.pop()
+        try:
+            total += int(re.search(rb"VmRSS:\s+(\d+)", Path(f"/proc/{current}/status").read_bytes()).group(1))
+        except (OSError, AttributeError):
+            pass
+        pending.extend(children.get(current, []))
+    return total
+
+
+def test_soak_mixed_traffic_loses_nothing_and_memory_stays_bounded(tiny_server):
+    """Bounded soak on loopback: many concurrent clients, good and bad requests, fixed time."""
+    rng = np.random.default_rng(0)
+    good = [utterance(float(s), seed=i) for i, s in enumerate(rng.uniform(0.5, 6.0, 16))]
+    expected = [infer(connect(tiny_server, "grpc"), "grpc", a[None]) for a in good]
+    bad = [v for k, v in BAD_AUDIO.items() if k != "ten_minutes"]
+    warm_rss = process_tree_rss_kib(tiny_server.process.pid)
+    deadline = time.monotonic() + SOAK_SECONDS
+    counts = {"good": 0, "bad": 0}
+
+    def worker(seed: int):
+        local = np.random.default_rng(seed)
+        protocol = "grpc" if seed % 2 else "http"
+        client = connect(tiny_server, protocol)
+        done = {"good": 0, "bad": 0}
+        while time.monotonic() < deadline:
+            if local.random() < 0.25:
+                array, message = bad[local.integers(len(bad))]
+                with pytest.raises(InferenceServerException, match=message):
+                    send(tiny_server, protocol, array)
+                done["bad"] += 1
+            else:
+                i = int(local.integers(len(good)))
+                emotions, probabilities, transcripts = infer(client, protocol, good[i][None])
+                np.testing.assert_allclose(probabilities, expected[i][1], atol=1e-4)
+                assert transcripts == expected[i][2] and emotions == expected[i][0]
+                done["good"] += 1
+        return done
+
+    with futures.ThreadPoolExecutor(12) as pool:
+        for done in pool.map(worker, range(12)):
+            counts["good"] += done["good"]
+            counts["bad"] += done["bad"]
+    after_rss = process_tree_rss_kib(tiny_server.process.pid)
+    assert counts["good"] > 12 and counts["bad"] > 0, counts
+    assert after_rss < warm_rss * 1.5 + 100 * 1024, (warm_rss, after_rss, counts)
+    assert tiny_server.ready()
+
+
+def test_a_crashed_python_step_is_reported_and_reloaded(tiny_repository, capfd):
+    audio = utterance(1.2, seed=9)
+    with start_server(tiny_repository, watchdog_seconds=0.5) as server:
+        client = connect(server, "grpc")
+        expected = infer(client, "grpc", audio[None])
+        stub = next(pid for pid, model in server.stubs().items() if model == "asr")
+        os.kill(stub, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "asr" not in server.reloads and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.reloads == ["asr"]
+        recovered = infer(client, "grpc", audio[None])
+        np.testing.assert_allclose(recovered[1], expected[1], atol=1e-6)
+        assert recovered[2] == expected[2]
+    assert "model 'asr' is unhealthy" in capfd.readouterr().err
