@@ -158,3 +158,32 @@ def test_a_crashed_python_step_is_reported_and_reloaded(tiny_repository, capfd):
         np.testing.assert_allclose(recovered[1], expected[1], atol=1e-6)
         assert recovered[2] == expected[2]
     assert "model 'asr' is unhealthy" in capfd.readouterr().err
+
+
+def test_a_server_restart_mid_run_loses_no_result(tiny_repository):
+    """The client retries with backoff across a restart; every input gets its answer, in order."""
+    from client.contract import LABELS, SAMPLE_RATE
+    from client.library import SERClient, ServerUnreachable
+
+    audios = [utterance(s, seed=i) for i, s in enumerate(np.linspace(0.5, 3.0, 16))]
+    server = start_server(tiny_repository)
+    with server:
+        client = SERClient(server.grpc_url, retries=8, backoff=0.5, timeout=30)
+        expected = [client.classify(a, SAMPLE_RATE) for a in audios]
+        results = []
+        runner = futures.ThreadPoolExecutor(1).submit(
+            lambda: results.extend(client.classify_many(audios, concurrency=2, sample_rate=SAMPLE_RATE)))
+        time.sleep(0.5)
+        server.stop()
+        server.start()
+        runner.result(timeout=180)
+        assert len(results) == len(audios)
+        for got, want in zip(results, expected):
+            assert not isinstance(got, Exception), got
+            np.testing.assert_allclose([got.probabilities[k] for k in LABELS],
+                                       [want.probabilities[k] for k in LABELS], atol=1e-4)
+            assert got.transcript == want.transcript
+        server.stop()
+        gone = SERClient(server.grpc_url, retries=2, backoff=0.1, timeout=5)
+        with pytest.raises(ServerUnreachable, match=rf"{server.grpc_url}.*make serve"):
+            gone.classify(audios[0], SAMPLE_RATE)
