@@ -24,6 +24,8 @@ STEPS_PACKAGE = Path(__file__).resolve().parent.parent / "serving" / "steps"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 VERSION = "1"
+TOKENIZER_FILE = "tokenizer.json"
+CTC_VOCAB_FILE = "ctc_vocab.json"
 
 DTYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "bytes": mc.TYPE_STRING}
 STEP_MODULES = {
@@ -72,9 +74,12 @@ def model_config(spec: specs.ModelSpec, deployment: Deployment) -> mc.ModelConfi
         config.backend, config.default_model_filename = "onnxruntime", ONNX_FILE
     else:
         config.backend = "python"
-    parameters = step_parameters(spec, deployment) if not is_network else (
-        network_parameters(spec, deployment) if not native else {}
-    )
+    if not is_network:
+        parameters = step_parameters(spec, deployment)
+    elif not native:
+        parameters = network_parameters(spec, deployment)
+    else:
+        parameters = {}
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config
@@ -158,10 +163,6 @@ def write_repository(root: Path, all_specs: dict[str, specs.ModelSpec], deployme
             (root / spec.name / VERSION / "model.py").unlink(missing_ok=True)
     write_config(ensemble_config(all_specs, deployment), root / contract.ENSEMBLE)
     (root / contract.ENSEMBLE / VERSION).mkdir(exist_ok=True)
-
-
-TOKENIZER_FILE = "tokenizer.json"
-CTC_VOCAB_FILE = "ctc_vocab.json"
 
 
 def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int) -> None:
