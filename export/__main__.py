@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from export import repository, specs
+from export import optimize, repository, specs
 from export.networks import exportable_networks
 from export.onnx_export import ParityError, export_and_check
 from export.sources import BERT_MAX_TOKENS, SourceError, add_model_arguments, components_from_args, warn_if_untrained
@@ -41,7 +41,15 @@ def parse_args(argv):
                         help="longest request the server accepts")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="max |ONNX - PyTorch| allowed (default 1e-4)")
-    return parser.parse_args(argv)
+    parser.add_argument("--precision", choices=optimize.PRECISIONS, default="fp32",
+                        help="cpu target: fp32 (default), or int8 dynamic quantisation of the encoders' "
+                             "MatMuls (faster; drift against fp32 goes into the report)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="cpu target: keep the networks as exported (no conv->MatMul rewrite, no fusions)")
+    args = parser.parse_args(argv)
+    if args.target != "cpu" and args.precision != "fp32":
+        parser.error("--precision int8 is for the cpu target (dynamic quantisation for ONNX Runtime on CPU)")
+    return args
 
 
 def export(args) -> dict:
@@ -63,6 +71,9 @@ def export(args) -> dict:
         path = out / name / repository.VERSION / repository.ONNX_FILE
         report["networks"][name] = export_and_check(name, network, all_specs[name], sizes, path, **tolerance)
         log.info("%s: %s", name, json.dumps(report["networks"][name]["outputs"]))
+    if args.target == "cpu":
+        report["optimization"] = optimize.optimise_repository(out, components, all_specs, sizes, args.precision,
+                                                              args.optimize, **tolerance)
     if args.target == "tensorrt":
         from export.tensorrt import build_plans
 

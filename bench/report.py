@@ -1,0 +1,184 @@
+"""summary.json -> summary.md (tables) and throughput_latency.png; the machine's description."""
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+BASELINE = "pytorch"
+
+
+def machine() -> dict:
+    cpu, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == "unknown":
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        memory_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
+                              if l.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        memory_kib = 0
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "onnxruntime", "transformers", "numpy", "onnx", "tritonclient", "nvidia-pytriton"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    versions["tritonserver"] = "2.51.0 (bundled in nvidia-pytriton 0.7.0)"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni"}),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def best(levels: dict) -> tuple[str, dict]:
+    """The concurrency with the most audio-seconds per second."""
+    key = max(levels, key=lambda c: levels[c]["audio_seconds_per_s"])
+    return key, levels[key]
+
+
+def headline(summary: dict) -> None:
+    """speedup_vs_pytorch and the latency ratio at concurrency 1, from the measured systems."""
+    base = summary["systems"][BASELINE]["concurrency"]["1"]
+    speedups, latency = {}, {}
+    for name, system in summary["systems"].items():
+        if name == BASELINE or not system.get("concurrency"):
+            continue
+        concurrency, top = best(system["concurrency"])
+        speedups[name] = round(top["audio_seconds_per_s"] / base["audio_seconds_per_s"], 2)
+        system["best_concurrency"] = int(concurrency)
+        if "1" in system["concurrency"]:
+            latency[name] = round(system["concurrency"]["1"]["latency_ms"]["p50"] / base["latency_ms"]["p50"], 3)
+    summary["speedup_vs_pytorch"] = speedups
+    summary["p50_latency_c1_vs_pytorch"] = latency
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Benchmark: served `ser` ensemble vs the PyTorch research pipeline ({summary['mode']} run)", ""]
+    m = summary["machine"]
+    w = summary["workload"]
+    lines += [
+        f"- Machine: {m['cpu']}, {m['usable_cores']} cores, {m['memory_gib']} GiB; "
+        f"load average before/after: {summary['load_average']['before']} / {summary['load_average']['after']}",
+        f"- Model: preset `{summary['preset']}`; workload: {w['utterances']} utterances, {w['audio_seconds']} s of audio "
+        f"(mean {w['mean_seconds']} s, {w['min_seconds']}-{w['max_seconds']} s), {w['source']}",
+        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "",
+        "## Headline",
+        "",
+        _row(["variant", "speedup vs PyTorch (audio-s/s, best concurrency)", "p50 latency at c=1 vs PyTorch",
+              "server peak RSS (MiB)", "export (s)", "export peak RSS (MiB)"]),
+        _row(["---"] * 6),
+    ]
+    for name, system in summary["systems"].items():
+        if name == BASELINE:
+            continue
+        export = system.get("export", {})
+        lines.append(_row([
+            name, f"{summary['speedup_vs_pytorch'].get(name, '-')}x (c={system.get('best_concurrency', '-')})",
+            summary["p50_latency_c1_vs_pytorch"].get(name, "-"),
+            system.get("server_memory", {}).get("total_peak_rss_mib", "-"),
+            export.get("export_seconds", "-"), export.get("peak_rss_mib", "-"),
+        ]))
+    lines += ["", "## Throughput and latency", "",
+              _row(["system", "driver", "concurrency", "utterances/s", "audio-s/s", "p50 ms", "p90 ms", "p99 ms"]),
+              _row(["---"] * 8)]
+    for name, system in summary["systems"].items():
+        for driver, key in (("perf_analyzer" if name != BASELINE else "sequential", "concurrency"),
+                            ("client library", "client")):
+            for concurrency, r in system.get(key, {}).items():
+                lat = r["latency_ms"]
+                lines.append(_row([name, driver, concurrency, r["utterances_per_s"], r["audio_seconds_per_s"],
+                                   lat["p50"], lat["p90"], lat["p99"]]))
+    drift = {n: s["drift"] for n, s in summary["systems"].items() if s.get("drift")}
+    if drift:
+        lines += ["", "## Reduced-precision drift against fp32 (export parity utterances)", "",
+                  _row(["variant", "max abs probability diff", "label agreement", "transcript agreement",
+                        "min hidden-state cosine (per network)"]), _row(["---"] * 5)]
+        for name, d in drift.items():
+            chain = d.get("chain", {})
+            cosines = ", ".join(f"{net}: {c:.5f}" for net, c in d.get("min_cosine", {}).items())
+            lines.append(_row([name, f"{chain.get('max_abs_probability_diff', float('nan')):.2e}",
+                               chain.get("label_agreement", "-"), chain.get("transcript_agreement", "-"), cosines]))
+    if summary.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    base = summary["systems"][BASELINE]["concurrency"]["1"]
+    for name, system in summary["systems"].items():
+        if name == BASELINE:
+            continue
+        levels = sorted(system.get("concurrency", {}), key=int)
+        xs = [int(c) for c in levels]
+        line, = throughput.plot(xs, [system["concurrency"][c]["audio_seconds_per_s"] for c in levels], "o-",
+                                label=f"{name} (perf_analyzer)")
+        latency.plot(xs, [system["concurrency"][c]["latency_ms"]["p50"] for c in levels], "o-", color=line.get_color(),
+                     label=f"{name} p50")
+        latency.plot(xs, [system["concurrency"][c]["latency_ms"]["p90"] for c in levels], "--", color=line.get_color(),
+                     alpha=0.6, label=f"{name} p90")
+        client = system.get("client", {})
+        if client:
+            cs = sorted(client, key=int)
+            throughput.plot([int(c) for c in cs], [client[c]["audio_seconds_per_s"] for c in cs], "x:",
+                            color=line.get_color(), label=f"{name} (client library)")
+    for axis, value, label in ((throughput, base["audio_seconds_per_s"], "PyTorch eager (sequential)"),
+                               (latency, base["latency_ms"]["p50"], "PyTorch eager p50")):
+        axis.axhline(value, color="black", linestyle="-.", linewidth=1, label=label)
+    throughput.set(xscale="log", xlabel="concurrent requests", ylabel="audio seconds per second",
+                   title="Throughput", ylim=(0, None))
+    latency.set(xscale="log", xlabel="concurrent requests", ylabel="latency (ms)", title="Latency per utterance",
+                ylim=(0, None))
+    for axis in (throughput, latency):
+        axis.set_xticks([1, 2, 4, 8], labels=["1", "2", "4", "8"])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"ser ensemble on Triton vs PyTorch eager — {summary['machine']['cpu']}, "
+                    f"{summary['machine']['usable_cores']} cores ({summary['preset']}, {summary['mode']})", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(summary: dict, directory: Path) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    headline(summary)
+    paths = {"json": directory / "summary.json", "md": directory / "summary.md",
+             "png": directory / "throughput_latency.png"}
+    paths["json"].write_text(json.dumps(summary, indent=1) + "\n")
+    paths["md"].write_text(markdown(summary))
+    plot(summary, paths["png"])
+    return paths
+
+
+if __name__ == "__main__":  # re-render from a summary.json: python -m bench.report bench/results
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+    write(json.loads((target / "summary.json").read_text()), target)

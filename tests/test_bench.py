@@ -1,0 +1,78 @@
+"""`make bench` end to end in quick mode on the tiny preset: files and keys, never timings."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from bench.__main__ import main as bench_main
+from bench.workload import load_or_make, target_lengths
+
+pytestmark = pytest.mark.server
+
+UTTERANCES = 4
+
+
+def test_workload_lengths_follow_the_spread():
+    lengths = target_lengths(200, seed=3)
+    assert min(lengths) >= 1.0 and max(lengths) <= 15.0
+    assert 4.0 < sum(lengths) / len(lengths) < 5.0
+    assert target_lengths(200, seed=3) == lengths  # seeded
+
+
+def test_workload_is_made_once_and_reused(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    first = load_or_make(3, seed=1, root=tmp_path)
+    stamp = first.perf_input.stat().st_mtime_ns
+    again = load_or_make(3, seed=1, root=tmp_path)
+    assert again.perf_input.stat().st_mtime_ns == stamp
+    data = json.loads(first.perf_input.read_text())["data"]
+    assert len(data) == 3 and all(entry["AUDIO"]["shape"][0] > 16000 * 0.9 for entry in data)
+    assert [u.seconds for u in again.utterances] == [u.seconds for u in first.utterances]
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_on_the_tiny_preset(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    out, work = tmp_path / "results", tmp_path / "work"
+    code = bench_main(["--quick", "--preset", "tiny", "--utterances", str(UTTERANCES), "--concurrency", "1,2",
+                       "--client-concurrency", "2", "--out", str(out), "--work", str(work), "--no-progress"])
+    assert code == 0
+    for name in ("summary.json", "summary.md", "throughput_latency.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+
+    assert set(summary["speedup_vs_pytorch"]) == {"fp32", "int8"}
+    assert all(positive(v) for v in summary["speedup_vs_pytorch"].values())
+    assert all(positive(v) for v in summary["p50_latency_c1_vs_pytorch"].values())
+    machine = summary["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and "onnxruntime" in machine["versions"]
+    assert summary["workload"]["utterances"] == UTTERANCES
+
+    baseline = summary["systems"]["pytorch"]
+    assert set(baseline["concurrency"]) == {"1"}
+    for name in ("fp32", "int8"):
+        system = summary["systems"][name]
+        assert set(system["concurrency"]) == {"1", "2"} and set(system["client"]) == {"2"}
+        assert positive(system["server_memory"]["total_peak_rss_mib"])
+        assert positive(system["export"]["export_seconds"]) and positive(system["export"]["peak_rss_mib"])
+    for name, system in summary["systems"].items():
+        for levels in (system["concurrency"], system.get("client", {})):
+            for figures in levels.values():
+                assert figures["requests"] >= UTTERANCES
+                for key in ("utterances_per_s", "audio_seconds_per_s"):
+                    assert positive(figures[key]), (name, key)
+                for q in ("p50", "p90", "p99"):
+                    assert positive(figures["latency_ms"][q]), (name, q)
+
+    drift = summary["systems"]["int8"]["drift"]
+    assert 0 <= drift["chain"]["max_abs_probability_diff"] < 1
+    assert set(drift["min_cosine"]) >= {"acoustic_encoder", "asr", "text_encoder"}
+    assert "drift" not in summary["systems"]["fp32"]
+    assert "| fp32 |" in (out / "summary.md").read_text()
