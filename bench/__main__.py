@@ -38,6 +38,9 @@ EXPORT_ARGS = "--max-batch-size 1 --threads 1 --queue-delay-us 0"
 zero-padded to their longest utterance, which wastes more compute than batching saves on a CPU:
 -13% audio-s/s at concurrency 4 with int8), one ONNX Runtime thread per network (the two
 encoders run in parallel, one per core; 2 threads each measured the same or worse)."""
+GFLOP_PER_AUDIO_SECOND = 75.0
+"""HuBERT-large + wav2vec2-large (~36 GFLOP per audio-second each) + BERT-base on ~15 tokens:
+shared/reference/physics.md. Random-weight transcripts are longer, so this is a lower bound."""
 log = logging.getLogger("bench")
 
 
@@ -114,8 +117,9 @@ def ensure_export(variant: str, args, progress) -> dict:
     else:
         reused = True
     export_report = json.loads((repository / "export_report.json").read_text())
+    shown = [str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in command[1:]]
     return {"repository": repository, "report": export_report, "reused": reused,
-            "command": "python " + " ".join(command[1:])}
+            "command": "python " + " ".join(shown)}
 
 
 def deployment_of(repository: Path) -> dict:
@@ -249,7 +253,8 @@ def main(argv=None) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "preset": args.preset,
-        "machine": report.machine() | {"perf_analyzer": analyzer.version()},
+        "machine": report.machine() | {"perf_analyzer": analyzer.version(),
+                                       "fp32_gemm_gflops_2_threads": report.gemm_peak_gflops()},
         "load_average": {"before": load_before, "after": report.load_average()},
         "workload": workload.describe() | {"directory": str(workload.directory.relative_to(args.work.parent))
                                            if workload.directory.is_relative_to(args.work.parent) else str(workload.directory)},
@@ -268,6 +273,18 @@ def main(argv=None) -> int:
             "shared pages count once per process, so it is an upper bound.",
         ],
     }
+    if args.preset == "full-random" and "1" in baseline["concurrency"]:
+        rate = baseline["concurrency"]["1"]["audio_seconds_per_s"]
+        peak = summary["machine"]["fp32_gemm_gflops_2_threads"]
+        summary["analysis"] = {
+            "gflop_per_audio_second_estimate": GFLOP_PER_AUDIO_SECOND,
+            "baseline_effective_gflops": round(rate * GFLOP_PER_AUDIO_SECOND, 1),
+            "baseline_fraction_of_fp32_gemm_peak": round(rate * GFLOP_PER_AUDIO_SECOND / peak, 3),
+            "fp32_ceiling_speedup": round(peak / (rate * GFLOP_PER_AUDIO_SECOND), 2),
+            "meaning": "an fp32 system doing the pipeline's work at this CPU's full GEMM rate (never reached: "
+                       "softmax, norms, GELU and the conv front end run below it) would be fp32_ceiling_speedup "
+                       "times the baseline",
+        }
     paths = report.write(summary, args.out)
     progress.close()
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")

@@ -44,6 +44,35 @@ def machine() -> dict:
     }
 
 
+def gemm_peak_gflops(threads: int = 2, seconds: float = 2.0) -> float:
+    """This CPU's fp32 GEMM rate through ONNX Runtime (MLAS), [225 x 1024] @ [1024 x 4096]: the
+    shape of an encoder's feed-forward layer on 4.5 s of audio. The ceiling for any fp32 system."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = 225, 1024, 4096
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(np.random.default_rng(0).random((k, n), dtype=np.float32), "w")])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                   .SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((m, k), dtype=np.float32)
+    session.run(None, {"x": x})
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        session.run(None, {"x": x})
+        best = min(best, time.perf_counter() - started)
+    return round(2 * m * k * n / best / 1e9, 1)
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -68,6 +97,11 @@ def headline(summary: dict) -> None:
             latency[name] = round(system["concurrency"]["1"]["latency_ms"]["p50"] / base["latency_ms"]["p50"], 3)
     summary["speedup_vs_pytorch"] = speedups
     summary["p50_latency_c1_vs_pytorch"] = latency
+    summary["targets"] = {
+        "fp32_speedup_at_least_2x": speedups.get("fp32", 0) >= 2.0 if "fp32" in speedups else None,
+        "fp32_p50_latency_c1_at_most_0.6x": latency["fp32"] <= 0.6 if "fp32" in latency else None,
+        "int8_speedup_at_least_4x": speedups.get("int8", 0) >= 4.0 if "int8" in speedups else None,
+    }
 
 
 def _row(cells) -> str:
@@ -84,6 +118,7 @@ def markdown(summary: dict) -> str:
         f"- Model: preset `{summary['preset']}`; workload: {w['utterances']} utterances, {w['audio_seconds']} s of audio "
         f"(mean {w['mean_seconds']} s, {w['min_seconds']}-{w['max_seconds']} s), {w['source']}",
         f"- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"- fp32 GEMM rate of this CPU through ONNX Runtime, 2 threads: {m.get('fp32_gemm_gflops_2_threads', '?')} GFLOP/s",
         "",
         "## Headline",
         "",
@@ -101,6 +136,22 @@ def markdown(summary: dict) -> str:
             system.get("server_memory", {}).get("total_peak_rss_mib", "-"),
             export.get("export_seconds", "-"), export.get("peak_rss_mib", "-"),
         ]))
+    lines.append("")
+    for name, system in summary["systems"].items():
+        if system.get("deployment"):
+            d = system["deployment"]
+            lines.append(f"- {name}: `{system['export']['command']}`; per network: max_batch_size {d['max_batch_size']}, "
+                         f"{d['intra_op_threads_per_network']} ONNX Runtime thread(s), {d['instances_per_network']} instance(s)")
+    analysis = summary.get("analysis")
+    if analysis:
+        lines.append(f"- fp32 ceiling: the baseline does ~{analysis['baseline_effective_gflops']} GFLOP/s "
+                     f"({analysis['baseline_fraction_of_fp32_gemm_peak']:.0%} of the GEMM rate, at "
+                     f"~{analysis['gflop_per_audio_second_estimate']:g} GFLOP per audio-second), so no fp32 system can "
+                     f"exceed ~{analysis['fp32_ceiling_speedup']}x it on this CPU")
+    targets = summary.get("targets", {})
+    if targets:
+        lines += ["", "Targets: " + ", ".join(f"{k} **{'met' if v else 'not met'}**" for k, v in targets.items()
+                                               if v is not None)]
     lines += ["", "## Throughput and latency", "",
               _row(["system", "driver", "concurrency", "utterances/s", "audio-s/s", "p50 ms", "p90 ms", "p99 ms"]),
               _row(["---"] * 8)]
@@ -158,6 +209,7 @@ def plot(summary: dict, path: Path) -> None:
     latency.set(xscale="log", xlabel="concurrent requests", ylabel="latency (ms)", title="Latency per utterance",
                 ylim=(0, None))
     for axis in (throughput, latency):
+        axis.minorticks_off()
         axis.set_xticks([1, 2, 4, 8], labels=["1", "2", "4", "8"])
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
