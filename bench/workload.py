@@ -8,7 +8,9 @@ Lengths: IEMOCAP utterances run from about 1 s to 15 s+ with a mean near 4.5 s a
 tail. The lengths here are evenly spaced quantiles of a log-normal (median 3.75 s, sigma 0.62)
 clipped to [1, 15] s, shuffled with the seed, so even a small workload keeps the spread and mean.
 Speech comes from espeak-ng (several English voices, rates and pitches), sentences concatenated
-with short pauses, trimmed to the target length, resampled to 16 kHz with soxr.
+with short pauses, trimmed to the target length, resampled to 16 kHz with soxr. Where espeak-ng
+is not installed, the espeak-ng sentences recorded in the repository (tests/data, samples/) are
+used instead, each at a random speed; the manifest and the summary say which source made it.
 """
 
 import base64
@@ -29,6 +31,8 @@ import soxr
 from client.contract import AUDIO, SAMPLE_RATE
 
 WORK = Path(__file__).resolve().parent / "work"
+REPO = Path(__file__).resolve().parent.parent
+RECORDED = tuple(sorted((REPO / "tests" / "data").glob("sentence*.flac"))) + (REPO / "samples" / "speech.wav",)
 MIN_SECONDS, MAX_SECONDS = 1.0, 15.0
 MEDIAN_SECONDS, SIGMA = 3.75, 0.62
 VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+f2", "en-us+m3")
@@ -83,6 +87,7 @@ class Workload:
     utterances: list[Utterance]
     perf_input: Path
     seed: int
+    source: str = "espeak-ng English voices, 16 kHz"
 
     @property
     def total_seconds(self) -> float:
@@ -98,7 +103,7 @@ class Workload:
             "utterances": len(self.utterances), "seed": self.seed, "audio_seconds": round(float(seconds.sum()), 2),
             "mean_seconds": round(float(seconds.mean()), 3), "min_seconds": round(float(seconds.min()), 3),
             "max_seconds": round(float(seconds.max()), 3), "median_seconds": round(float(np.median(seconds)), 3),
-            "source": "espeak-ng English voices, 16 kHz", "directory": str(self.directory),
+            "source": self.source, "directory": str(self.directory),
         }
 
 
@@ -124,15 +129,35 @@ def espeak(text: str, voice: str, rate: int, pitch: int, directory: Path) -> np.
     return soxr.resample(audio, rate_hz, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
+def recorded(rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """One of the repository's recorded sentences, 16 kHz, at a random speed (0.85-1.15x)."""
+    from client.audio import load_audio
+
+    path = RECORDED[rng.integers(len(RECORDED))]
+    speed = float(rng.uniform(0.85, 1.15))
+    audio = soxr.resample(load_audio(path), SAMPLE_RATE * speed, SAMPLE_RATE, quality="HQ")
+    return audio.astype(np.float32), path.name
+
+
+def source() -> str:
+    if shutil.which("espeak-ng"):
+        return "espeak-ng English voices, 16 kHz"
+    return "recorded espeak-ng sentences from the repository (espeak-ng not installed), 16 kHz"
+
+
 def speak(seconds: float, rng: np.random.Generator, scratch: Path) -> tuple[np.ndarray, str]:
     """Sentences by one random voice until `seconds` are filled, trimmed with a 20 ms fade."""
     voice = VOICES[rng.integers(len(VOICES))]
     rate, pitch = int(rng.integers(140, 200)), int(rng.integers(30, 70))
+    live = shutil.which("espeak-ng") is not None
     target = int(seconds * SAMPLE_RATE)
     pieces, texts, have = [], [], 0
     while have < target:
-        text = SENTENCES[rng.integers(len(SENTENCES))]
-        audio = espeak(text, voice, rate, pitch, scratch)
+        if live:
+            text = SENTENCES[rng.integers(len(SENTENCES))]
+            audio = espeak(text, voice, rate, pitch, scratch)
+        else:
+            audio, text = recorded(rng)
         pause = np.zeros(int(rng.uniform(0.1, 0.4) * SAMPLE_RATE), dtype=np.float32)
         pieces += [audio, pause]
         texts.append(text)
@@ -150,7 +175,7 @@ def perf_entry(audio: np.ndarray) -> dict:
 
 
 def _key(count: int, seed: int) -> str:
-    recipe = json.dumps([count, seed, MIN_SECONDS, MAX_SECONDS, MEDIAN_SECONDS, SIGMA, VOICES, SENTENCES])
+    recipe = json.dumps([count, seed, MIN_SECONDS, MAX_SECONDS, MEDIAN_SECONDS, SIGMA, VOICES, SENTENCES, source()])
     return f"n{count}-seed{seed}-{hashlib.sha1(recipe.encode()).hexdigest()[:8]}"
 
 
@@ -162,7 +187,8 @@ def load_or_make(count: int, seed: int = 0, root: Path = WORK / "workload", prog
         make(count, seed, directory, progress)
     entries = json.loads(manifest.read_text())
     utterances = [Utterance(e["name"], directory / e["file"], e["seconds"], e["text"]) for e in entries["utterances"]]
-    return Workload(directory, utterances, directory / "perf_input.json", seed)
+    return Workload(directory, utterances, directory / "perf_input.json", seed,
+                    entries.get("source", "espeak-ng English voices, 16 kHz"))
 
 
 def make(count: int, seed: int, directory: Path, progress=None) -> None:
@@ -182,6 +208,7 @@ def make(count: int, seed: int, directory: Path, progress=None) -> None:
             if progress is not None:
                 progress(1)
     (partial / "perf_input.json").write_text(json.dumps({"data": perf}))
-    (partial / "manifest.json").write_text(json.dumps({"seed": seed, "utterances": entries}, indent=1))
+    (partial / "manifest.json").write_text(json.dumps({"seed": seed, "source": source(), "utterances": entries},
+                                                      indent=1))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)

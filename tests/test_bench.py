@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 
 import pytest
 
@@ -22,8 +21,6 @@ def test_workload_lengths_follow_the_spread():
 
 
 def test_workload_is_made_once_and_reused(tmp_path):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
     first = load_or_make(3, seed=1, root=tmp_path)
     stamp = first.perf_input.stat().st_mtime_ns
     again = load_or_make(3, seed=1, root=tmp_path)
@@ -33,13 +30,22 @@ def test_workload_is_made_once_and_reused(tmp_path):
     assert [u.seconds for u in again.utterances] == [u.seconds for u in first.utterances]
 
 
+def test_workload_without_espeak_uses_the_recorded_sentences(tmp_path, monkeypatch):
+    import bench.workload as workload
+
+    monkeypatch.setattr(workload, "source", lambda: "recorded (test)")
+    monkeypatch.setattr(workload.shutil, "which", lambda name, *args, **kwargs: None)
+    made = load_or_make(3, seed=2, root=tmp_path)
+    assert made.describe()["source"] == "recorded (test)"
+    assert all(u.samples().size == round(u.seconds * 16000) for u in made.utterances)
+    assert all(u.text.startswith(("sentence", "speech")) for u in made.utterances)
+
+
 def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def test_quick_bench_on_the_tiny_preset(tmp_path):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
     out, work = tmp_path / "results", tmp_path / "work"
     code = bench_main(["--quick", "--preset", "tiny", "--utterances", str(UTTERANCES), "--concurrency", "1,2",
                        "--client-concurrency", "2", "--out", str(out), "--work", str(work), "--no-progress"])
