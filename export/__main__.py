@@ -39,6 +39,9 @@ def parse_args(argv):
                         help="ONNX Runtime threads per network (cpu target)")
     parser.add_argument("--max-audio-seconds", type=float, default=repository.Deployment.max_audio_seconds,
                         help="longest request the server accepts")
+    parser.add_argument("--padding-slack", type=float, default=repository.Deployment.padding_slack,
+                        help="cpu target: batch requests together only while zero padding adds at most "
+                             "this fraction of extra work")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="max |ONNX - PyTorch| allowed (default 1e-4)")
     parser.add_argument("--precision", choices=optimize.PRECISIONS, default="fp32",
@@ -58,8 +61,10 @@ def export(args) -> dict:
     warn_if_untrained(components)
     sizes = specs.Sizes.of(components)
     all_specs = specs.model_specs(sizes)
-    deployment = repository.Deployment(args.target, args.max_batch_size, args.queue_delay_us,
-                                       args.threads, args.max_audio_seconds)
+    deployment = repository.Deployment(
+        target=args.target, max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us,
+        network_threads=args.threads, max_audio_seconds=args.max_audio_seconds, padding_slack=args.padding_slack,
+    )
     out: Path = args.out
     for name in list(all_specs) + ["ser"]:
         shutil.rmtree(out / name, ignore_errors=True)

@@ -41,10 +41,15 @@ class Deployment:
 
     target: str = "cpu"
     max_batch_size: int = 8
-    queue_delay_us: int = 2000
-    network_threads: int = 2
+    queue_delay_us: int = 0
+    """No added wait: on 2 cores a bigger batch buys little, and requests that queue while a
+    network is busy are batched anyway."""
+    network_threads: int = 1
+    """One ONNX Runtime thread per network: the two encoders run in parallel, one per core."""
     max_audio_seconds: float = contract.MAX_SECONDS
     instances: int = 1
+    padding_slack: float = 0.25
+    """cpu target: requests are batched together only while padding adds at most this much work."""
 
 
 def tensor_config(message, tensor: specs.TensorSpec, native: bool, ragged: bool):
@@ -89,6 +94,7 @@ def network_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[st
     return {
         "onnx_file": ONNX_FILE,
         "intra_op_threads": str(deployment.network_threads),
+        "padding_slack": str(deployment.padding_slack),
         "valid_lengths": json.dumps({t.name: t.valid_length for t in spec.outputs if t.valid_length}),
     }
 

@@ -1,9 +1,10 @@
 """Runs one exported ONNX network with ONNX Runtime inside the Python backend (CPU target).
 
-Requests of different lengths arrive together (ragged dynamic batching); they are zero-padded
-into one batch, run once, and each request gets back exactly its own rows, cut to its valid
-length. If a batch fails as a whole, each request is retried alone so that one bad request
-never costs the others their answers.
+Requests of different lengths arrive together (ragged dynamic batching). Those of similar
+length are zero-padded into one batch (padding may add at most `padding_slack` of extra work),
+run once, and each request gets back exactly its own rows, cut to its valid length. If a batch
+fails as a whole, each request is retried alone so that one bad request never costs the others
+their answers.
 """
 
 import json
@@ -11,7 +12,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 
-from .batching import pad_and_stack, row_spans, split_rows, valid_lengths
+from .batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
 from .triton import Step, fail, read_inputs, respond
 
 
@@ -32,9 +33,20 @@ class TritonPythonModel(Step):
         self.valid_length = json.loads(self.parameters.get("valid_lengths", "{}"))
         self.flat_inputs = {i.name for i in self.session.get_inputs() if len(i.shape) == 1}
         self.flat_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) == 1}
+        self.padding_slack = float(self.parameters.get("padding_slack", "0"))
+        self.width_input = next(name for name in self.input_names if name not in self.flat_inputs)
 
     def execute(self, requests):
         batch = [read_inputs(request, self.input_names) for request in requests]
+        widths = [inputs[self.width_input].shape[1] for inputs in batch]
+        rows = [inputs[self.width_input].shape[0] for inputs in batch]
+        responses = [None] * len(batch)
+        for group in padding_groups(widths, rows, self.padding_slack):
+            for index, response in zip(group, self.run_isolated([batch[i] for i in group])):
+                responses[index] = response
+        return responses
+
+    def run_isolated(self, batch: list[dict]) -> list:
         try:
             return self.run(batch)
         except Exception as error:  # noqa: BLE001 - isolate the failing request below

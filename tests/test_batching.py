@@ -1,0 +1,28 @@
+"""The Python steps' batching helpers: padding, per-request cuts, and length-aware grouping."""
+
+import numpy as np
+
+from serving.steps.batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
+
+
+def test_pad_and_stack_then_split_gives_each_request_its_rows():
+    a, b = np.ones((1, 3, 2)), np.full((2, 5, 2), 2.0)
+    batch = pad_and_stack([a, b])
+    assert batch.shape == (3, 5, 2) and batch[0, 3:].sum() == 0
+    lengths = valid_lengths(np.array([[3], [5], [4]]))
+    first, second = (split_rows(batch, span, lengths) for span in row_spans([1, 2]))
+    assert np.array_equal(first, a) and np.array_equal(second, b)
+    assert valid_lengths(np.array([[1, 1, 0], [1, 0, 0]])).tolist() == [2, 1]
+
+
+def test_padding_groups_bound_the_wasted_work():
+    widths = [16000, 240000, 17000, 15500, 230000, 8000]
+    rows = [1] * len(widths)
+    groups = padding_groups(widths, rows, slack=0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(widths)))
+    for group in groups:
+        padded = max(widths[i] for i in group) * sum(rows[i] for i in group)
+        assert padded <= 1.25 * sum(widths[i] * rows[i] for i in group)
+    assert sorted(map(sorted, groups)) == [[0, 2, 3], [1, 4], [5]]
+    assert padding_groups(widths, rows, slack=100.0) == [[5, 3, 0, 2, 4, 1]]  # unlimited: one batch
+    assert all(len(g) == 1 for g in padding_groups([5, 6, 7], [1, 1, 1], slack=0.0))
