@@ -143,6 +143,10 @@ def export_summary(export: dict) -> dict:
         "reused_from_earlier_run": export["reused"],
         "export_seconds": r.get("export_seconds"),
         "peak_rss_mib": r.get("peak_rss_mib"),
+        "parity_max_abs_diff_onnx_vs_torch": {
+            n: max(o["max_abs_diff_onnx_vs_torch"] for o in e["outputs"].values()) for n, e in r["networks"].items()},
+        "parity_max_abs_diff_batched_vs_alone": {
+            n: max(o["max_abs_diff_batched_vs_alone"] for o in e["outputs"].values()) for n, e in r["networks"].items()},
         "optimisation_seconds": optimisation.get("seconds"),
         "onnx_mib": {n: round(v.get("onnx_bytes", 0) / 2**20, 1) for n, v in optimisation.get("networks", {}).items()},
         "graph_rewrites": {n: {k: v for k, v in e.items() if k in ("conv_to_matmul", "fused_operators")}
