@@ -205,7 +205,7 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
                                               args.rounds * len(workload.utterances), directory,
                                               progress=not args.no_progress)
         client = served.measure_client(server, workload, args.client_concurrency, progress=not args.no_progress)
-        memory = served.server_memory(server.process.pid)
+        memory = served.server_memory(server)
     return {
         "description": f"`ser` ensemble ({variant}) on tritonserver 2.51.0 (Python backend + ONNX Runtime), "
                        "perf_analyzer over gRPC; client = client.library.SERClient.classify_many over gRPC",

@@ -117,7 +117,7 @@ def markdown(summary: dict) -> str:
         f"load average before/after: {summary['load_average']['before']} / {summary['load_average']['after']}",
         f"- Model: preset `{summary['preset']}`; workload: {w['utterances']} utterances, {w['audio_seconds']} s of audio "
         f"(mean {w['mean_seconds']} s, {w['min_seconds']}-{w['max_seconds']} s), {w['source']}",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- fp32 GEMM rate of this CPU through ONNX Runtime, 2 threads: {m.get('fp32_gemm_gflops_2_threads', '?')} GFLOP/s",
         "",
         "## Headline",

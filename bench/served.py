@@ -5,7 +5,6 @@ library (SERClient.classify_many) drives it end to end from the wav files. The s
 resident memory is read from /proc (VmHWM of tritonserver and of each Python stub it started).
 """
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -17,41 +16,13 @@ from bench.stats import rates
 from client.contract import ENSEMBLE, SAMPLE_RATE
 
 
-def process_memory(pid: int) -> dict:
-    """VmHWM (peak) and VmRSS of one process, MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmHWM", "VmRSS")}
-    return {"peak_rss_mib": round(found["VmHWM"]), "rss_mib": round(found["VmRSS"])}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            parent = int(re.search(r"PPid:\s+(\d+)", (proc / "status").read_text()).group(1))
-        except (OSError, AttributeError):
-            continue
-        if parent == pid:
-            found.append(int(proc.name))
-    return found
-
-
-def server_memory(pid: int) -> dict:
+def server_memory(server) -> dict:
     """Peak RSS of tritonserver and its stub children (one per Python model instance).
 
     The total adds each process's own peak, so it bounds the true simultaneous peak from above
     (peaks at model load and under load need not coincide; shared pages count in each).
     """
-    processes = {"tritonserver": process_memory(pid)}
-    for child in children(pid):
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            model = Path(command[1].decode(errors="replace")).parent.parent.name if len(command) > 1 else str(child)
-            processes[f"stub:{model}"] = process_memory(child)
-        except (OSError, AttributeError):
-            continue
+    processes = server.memory()
     return {
         "total_peak_rss_mib": sum(p["peak_rss_mib"] for p in processes.values()),
         "total_rss_mib_at_end": sum(p["rss_mib"] for p in processes.values()),

@@ -66,6 +66,13 @@ def backend_directory(root: Path, into: Path) -> Path:
     return into
 
 
+def process_memory_mib(pid: int) -> dict:
+    """Peak (VmHWM) and current (VmRSS) resident memory of one process, MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmHWM", "VmRSS")}
+    return {"peak_rss_mib": round(found["VmHWM"]), "rss_mib": round(found["VmRSS"])}
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -189,6 +196,16 @@ class TritonServer:
             if parent == self.process.pid and arguments[0].endswith(b"triton_python_backend_stub"):
                 found[int(proc.name)] = Path(arguments[1].decode(errors="replace")).parent.parent.name
         return found
+
+    def memory(self) -> dict[str, dict]:
+        """Resident memory of tritonserver and of each of its Python stubs ("stub:<model>"), MiB."""
+        processes = {"tritonserver": process_memory_mib(self.process.pid)}
+        for pid, model in self.stubs().items():
+            try:
+                processes[f"stub:{model}"] = process_memory_mib(pid)
+            except (OSError, AttributeError):  # the stub exited meanwhile
+                continue
+        return processes
 
     def reload(self, model: str) -> None:
         for action in ("unload", "load"):

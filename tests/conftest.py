@@ -1,6 +1,5 @@
 """Shared fixtures: a tiny-preset export, the real server on free loopback ports, the reference."""
 
-import argparse
 from pathlib import Path
 
 import pytest

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 from transformers import HubertModel, Wav2Vec2ForCTC
@@ -13,7 +12,6 @@ from export.__main__ import REPORT_FILE
 from export.onnx_export import TOLERANCE, check_network, export_network, parity_cases, ParityError
 from export.networks import exportable_networks
 from export.sources import ModelSources, build_components, offline_bert_vocab_dir
-from tests.conftest import export_tiny
 
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
 

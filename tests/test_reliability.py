@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,25 +82,9 @@ def test_bad_requests_do_not_cost_their_batch_mates_answers(tiny_server):
                 assert outcome.as_numpy(contract.TRANSCRIPT)[0][0].decode() == expected[key][2][0]
 
 
-def process_tree_rss_kib(pid: int) -> int:
+def resident_mib(server) -> int:
     """Resident memory of the server and its Python stubs."""
-    total, pending = 0, [pid]
-    children = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit():
-                parent = int(re.search(rb"PPid:\s+(\d+)", (proc / "status").read_bytes()).group(1))
-                children.setdefault(parent, []).append(int(proc.name))
-        except (OSError, AttributeError):
-            pass
-    while pending:
-        current = pending.pop()
-        try:
-            total += int(re.search(rb"VmRSS:\s+(\d+)", Path(f"/proc/{current}/status").read_bytes()).group(1))
-        except (OSError, AttributeError):
-            pass
-        pending.extend(children.get(current, []))
-    return total
+    return sum(process["rss_mib"] for process in server.memory().values())
 
 
 def test_soak_mixed_traffic_loses_nothing_and_memory_stays_bounded(tiny_server):
@@ -110,7 +93,7 @@ def test_soak_mixed_traffic_loses_nothing_and_memory_stays_bounded(tiny_server):
     good = [utterance(float(s), seed=i) for i, s in enumerate(rng.uniform(0.5, 6.0, 16))]
     expected = [infer(connect(tiny_server, "grpc"), "grpc", a[None]) for a in good]
     bad = [v for k, v in BAD_AUDIO.items() if k != "ten_minutes"]
-    warm_rss = process_tree_rss_kib(tiny_server.process.pid)
+    warm_rss = resident_mib(tiny_server)
     deadline = time.monotonic() + SOAK_SECONDS
     counts = {"good": 0, "bad": 0}
 
@@ -137,9 +120,9 @@ def test_soak_mixed_traffic_loses_nothing_and_memory_stays_bounded(tiny_server):
         for done in pool.map(worker, range(12)):
             counts["good"] += done["good"]
             counts["bad"] += done["bad"]
-    after_rss = process_tree_rss_kib(tiny_server.process.pid)
+    after_rss = resident_mib(tiny_server)
     assert counts["good"] > 12 and counts["bad"] > 0, counts
-    assert after_rss < warm_rss * 1.5 + 100 * 1024, (warm_rss, after_rss, counts)
+    assert after_rss < warm_rss * 1.5 + 100, (warm_rss, after_rss, counts)  # MiB
     assert tiny_server.ready()
 
 

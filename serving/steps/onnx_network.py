@@ -9,7 +9,6 @@ their answers.
 
 import json
 
-import numpy as np
 import onnxruntime as ort
 
 from .batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
