@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from client.audio import load_audio, prepare
-from client.contract import AUDIO, CLIENT_WINDOW_SECONDS, EMOTION, ENSEMBLE, LABELS, PROBABILITIES, TRANSCRIPT
+from client.contract import AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, LABELS, PROBABILITIES, TRANSCRIPT
 from client.result import Result, combine, make_segment, segment_bounds
 
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -116,8 +116,8 @@ class SERClient:
     def _infer_once(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
         audio_input = self._module.InferInput(AUDIO, [1, audio.size], "FP32")
         audio_input.set_data_from_numpy(audio[np.newaxis])
-        # all three outputs: the ensemble expects every output to be requested
-        outputs = [self._module.InferRequestedOutput(name) for name in (EMOTION, PROBABILITIES, TRANSCRIPT)]
+        # make_segment takes the label from the probabilities, so EMOTION need not travel
+        outputs = [self._module.InferRequestedOutput(name) for name in (PROBABILITIES, TRANSCRIPT)]
         answer = self._connection().infer(ENSEMBLE, [audio_input], outputs=outputs, **self._deadline())
         probabilities = answer.as_numpy(PROBABILITIES).reshape(-1)
         if probabilities.size != len(LABELS):
