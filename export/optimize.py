@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import specs
-from export.onnx_export import ParityError, pad_batch, parity_cases, run_onnx, session
+from export.onnx_export import ParityError, pad_batch, parity_cases, run_onnx, session, valid_extent
 
 log = logging.getLogger(__name__)
 
@@ -308,14 +308,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def _valid_extent(output, values: dict) -> int | None:
-    """Valid length of a single case's output along its variable axis (None: no such axis)."""
-    if output.valid_length is None:
-        return None
-    source = values[output.valid_length]
-    return int(source[0].sum()) if source.ndim == 2 else int(source.reshape(-1)[0])
-
-
 def compare(reference, candidate, spec, cases: list[dict]) -> dict:
     """Per float output: max |difference| and min cosine over the valid part of each case,
     alone and as one padded batch (the candidate's batched rows against the reference alone)."""
@@ -327,7 +319,7 @@ def compare(reference, candidate, spec, cases: list[dict]) -> dict:
         for output in spec.outputs:
             if output.dtype != "float32":
                 continue
-            extent = _valid_extent(output, {**case, **expected})
+            extent = valid_extent(output, {**case, **expected}, 0)
             cut = (lambda x: x[:extent]) if extent is not None else (lambda x: x)
             want = cut(expected[output.name][0])
             entry = report.setdefault(output.name, {"max_abs_diff": 0.0, "min_cosine": 1.0})
@@ -337,24 +329,20 @@ def compare(reference, candidate, spec, cases: list[dict]) -> dict:
     return report
 
 
-def _session(path: Path):
-    return session(path)
-
-
 def chain_drift(reference: dict, candidate: dict, components, sizes) -> dict:
     """The served chain on the parity utterances, reference networks against candidate networks:
     max |probability difference|, transcript agreement, probability argmax agreement."""
     audio = parity_cases(specs.ACOUSTIC_ENCODER, sizes)
     results = {}
     for label, paths in (("reference", reference), ("candidate", candidate)):
-        asr = _session(paths[specs.ASR])
+        asr = session(paths[specs.ASR])
         transcripts = []
         for case in audio:
             logits, frames = asr.run(None, case)
             ids = logits[0, : int(frames[0])].argmax(-1)
             transcripts.append(components.ctc_tokenizer.decode(ids))
         del asr
-        text = _session(paths[specs.TEXT_ENCODER])
+        text = session(paths[specs.TEXT_ENCODER])
         text_features = []
         for transcript in transcripts:
             tokens = components.bert_tokenizer(transcript, truncation=True, return_tensors="np")
@@ -362,10 +350,10 @@ def chain_drift(reference: dict, candidate: dict, components, sizes) -> dict:
             text_features.append((text.run(None, {"input_ids": tokens["input_ids"].astype(np.int64),
                                                   "attention_mask": mask})[0], mask))
         del text
-        acoustic = _session(paths[specs.ACOUSTIC_ENCODER])
+        acoustic = session(paths[specs.ACOUSTIC_ENCODER])
         acoustic_features = [acoustic.run(None, case) for case in audio]
         del acoustic
-        head = _session(paths[specs.FUSION_HEAD])
+        head = session(paths[specs.FUSION_HEAD])
         probabilities = [head.run(["probabilities"], {
             "acoustic_features": features, "acoustic_frames": frames, "text_features": text_features_,
             "attention_mask": mask})[0][0] for (features, frames), (text_features_, mask) in zip(acoustic_features, text_features)]
@@ -419,7 +407,7 @@ def optimise_repository(out: Path, components, all_specs: dict, sizes, precision
                 shutil.move(fused, path)
             cases = parity_cases(name, sizes)
             if rewrite and (name in CONV_NETWORKS or name in fuse):
-                entry["fp32_vs_exported"] = compare(_session(originals[name]), _session(fp32), all_specs[name], cases)
+                entry["fp32_vs_exported"] = compare(session(originals[name]), session(fp32), all_specs[name], cases)
                 worst = {o: v["max_abs_diff"] for o, v in entry["fp32_vs_exported"].items() if v["max_abs_diff"] > tolerance}
                 if worst:
                     raise OptimisationError(f"{name}: the rewritten graph differs from the exported one past "
@@ -428,7 +416,7 @@ def optimise_repository(out: Path, components, all_specs: dict, sizes, precision
                 fp32_copy = scratch / f"{name}.fp32.onnx"
                 shutil.move(path, fp32_copy)
                 quantise_int8(fp32_copy, path)
-                entry["int8_vs_fp32"] = compare(_session(originals[name]), _session(path), all_specs[name], cases)
+                entry["int8_vs_fp32"] = compare(session(originals[name]), session(path), all_specs[name], cases)
                 fp32_copy.unlink()
             entry["onnx_bytes"] = path.stat().st_size
             log.info("%s optimised: %s", name, {k: v for k, v in entry.items() if k != "onnx_bytes"})
