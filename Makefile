@@ -13,13 +13,14 @@ HTTP_PORT  ?= 8000
 GRPC_PORT  ?= 8001
 METRICS_PORT ?= 8002
 EXPORT_ARGS ?=
+STEPS_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-.PHONY: setup export serve demo test bench clean
+.PHONY: setup export steps serve demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,10 +28,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m serving.perf_analyzer
 	touch $@
 
 export: setup
 	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --out $(REPOSITORY) $(EXPORT_ARGS)
+
+steps: setup
+	$(PY) -m export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)
 
 serve: setup
 	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS)

@@ -5,7 +5,7 @@
     python -m bench --preset tiny --quick --out /tmp/results --work /tmp/work     # what the test runs
 
 1. workload: seeded espeak-ng utterances, IEMOCAP-like lengths (bench/workload.py), cached;
-2. baseline: export.reference.ResearchPipeline, PyTorch eager, one utterance at a time, 2 threads;
+2. baseline: model.reference.ResearchPipeline, PyTorch eager, one utterance at a time, 2 threads;
 3. for each variant (fp32, int8): `python -m export --preset P --precision X` into the work folder
    (reused while the export code and arguments are unchanged), the bundled tritonserver on free
    loopback ports, perf_analyzer at each concurrency over gRPC, then the client library end to
@@ -26,8 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import perf, report, served
+from bench import report, served
 from bench.workload import WORK, load_or_make
+from serving import perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,7 +68,8 @@ def parse_args(argv):
     parser.add_argument("--skip-baseline", action="store_true", help="reuse the baseline of the last run in --work")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where summary.* go (default bench/results)")
     parser.add_argument("--work", type=Path, default=WORK, help="cache: workload, exports, raw measurements")
-    parser.add_argument("--tools", type=Path, default=WORK / "tools", help="where perf_analyzer is installed")
+    parser.add_argument("--tools", type=Path, default=perf_analyzer.DEFAULT_HOME,
+                        help="where perf_analyzer is installed (default: the one make setup installs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -86,14 +88,17 @@ def parse_args(argv):
 
 def _fingerprint(command: list[str]) -> str:
     digest = hashlib.sha256(json.dumps(command).encode())
-    for folder in (ROOT / "export", ROOT / "serving" / "steps", ROOT / "client"):
+    for folder in (ROOT / "model", ROOT / "export", ROOT / "serving" / "steps", ROOT / "client"):
         for path in sorted(folder.glob("*.py")):
             digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def ensure_export(variant: str, args, progress) -> dict:
-    """The variant's model repository, exported unless a current one is there; its export report."""
+    """The variant's model repository, exported unless a current one is there; its export report.
+
+    The export runs as `python -m export`, in a process of its own, so that the peak memory its
+    report gives is the export's alone, as a user running `make export` sees it."""
     suffix = "" if args.preset == "full-random" else f"-{args.preset}"
     repository = args.work / f"repo_{variant}{suffix}"
     command = [sys.executable, "-m", "export", "--preset", args.preset, "--out", str(repository),
@@ -125,19 +130,21 @@ def ensure_export(variant: str, args, progress) -> dict:
 
 def deployment_of(repository: Path) -> dict:
     from export.repository import read_config
+    from export.specs import ACOUSTIC_ENCODER
+    from serving.steps.parameters import INTRA_OP_THREADS
 
-    config = read_config(repository / "acoustic_encoder" / "config.pbtxt")
+    config = read_config(repository / ACOUSTIC_ENCODER / "config.pbtxt")
     return {
         "max_batch_size": config.max_batch_size,
         "queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,
-        "intra_op_threads_per_network": int(config.parameters["intra_op_threads"].string_value),
+        "intra_op_threads_per_network": int(config.parameters[INTRA_OP_THREADS].string_value),
         "instances_per_network": sum(g.count for g in config.instance_group),
     }
 
 
 def export_summary(export: dict) -> dict:
     r = export["report"]
-    optimisation = r.get("optimization", {})
+    optimization = r.get("optimization", {})
     return {
         "command": export["command"],
         "reused_from_earlier_run": export["reused"],
@@ -147,23 +154,23 @@ def export_summary(export: dict) -> dict:
             n: max(o["max_abs_diff_onnx_vs_torch"] for o in e["outputs"].values()) for n, e in r["networks"].items()},
         "parity_max_abs_diff_batched_vs_alone": {
             n: max(o["max_abs_diff_batched_vs_alone"] for o in e["outputs"].values()) for n, e in r["networks"].items()},
-        "optimisation_seconds": optimisation.get("seconds"),
-        "onnx_mib": {n: round(v.get("onnx_bytes", 0) / 2**20, 1) for n, v in optimisation.get("networks", {}).items()},
+        "optimization_seconds": optimization.get("seconds"),
+        "onnx_mib": {n: round(v.get("onnx_bytes", 0) / 2**20, 1) for n, v in optimization.get("networks", {}).items()},
         "graph_rewrites": {n: {k: v for k, v in e.items() if k in ("conv_to_matmul", "fused_operators")}
-                           for n, e in optimisation.get("networks", {}).items()},
+                           for n, e in optimization.get("networks", {}).items()},
         "fp32_rewrite_max_abs_diff": {n: max(o["max_abs_diff"] for o in e["fp32_vs_exported"].values())
-                                      for n, e in optimisation.get("networks", {}).items() if "fp32_vs_exported" in e},
+                                      for n, e in optimization.get("networks", {}).items() if "fp32_vs_exported" in e},
     }
 
 
 def drift_summary(export: dict) -> dict | None:
-    optimisation = export["report"].get("optimization", {})
-    if optimisation.get("precision", "fp32") == "fp32":
+    optimization = export["report"].get("optimization", {})
+    if optimization.get("precision", "fp32") == "fp32":
         return None
-    networks = optimisation.get("networks", {})
+    networks = optimization.get("networks", {})
     return {
         "against": "the fp32 export (ONNX Runtime), on the export's parity utterances",
-        "chain": optimisation.get("chain_drift_vs_fp32", {}),
+        "chain": optimization.get("chain_drift_vs_fp32", {}),
         "min_cosine": {n: round(min(o["min_cosine"] for o in e["int8_vs_fp32"].values()), 6)
                        for n, e in networks.items() if "int8_vs_fp32" in e},
         "max_abs_diff": {n: max(o["max_abs_diff"] for o in e["int8_vs_fp32"].values())
@@ -189,7 +196,8 @@ def run_baseline(args, workload_root: Path) -> dict:
 
 
 def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
-    from serving.launcher import TritonServer, free_port
+    from serving.ports import free_port
+    from serving.supervisor import TritonServer
 
     directory = args.work / "runs" / f"{variant}-{args.preset}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -237,7 +245,7 @@ def main(argv=None) -> int:
     bar.close()
 
     next(stage)
-    analyzer = perf.install(args.tools)
+    analyzer = perf_analyzer.install(args.tools)
 
     next(stage)
     baseline = run_baseline(args, workload_root)

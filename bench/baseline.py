@@ -23,8 +23,8 @@ from bench.workload import load_or_make
 
 
 def measure(workload, preset: str, threads: int = 2, warmup: int = 1, progress: bool = True) -> dict:
-    from export.reference import ResearchPipeline
-    from export.sources import build_components
+    from model.reference import ResearchPipeline
+    from model.sources import build_components
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -43,7 +43,7 @@ def measure(workload, preset: str, threads: int = 2, warmup: int = 1, progress: 
     wall = time.perf_counter() - began
     seconds = [u.seconds for u in workload.utterances]
     return {
-        "description": "export.reference.ResearchPipeline, PyTorch eager, one utterance at a time, "
+        "description": "model.reference.ResearchPipeline, PyTorch eager, one utterance at a time, "
                        f"torch.set_num_threads({threads})",
         "torch": torch.__version__,
         "threads": threads,

@@ -1,82 +1,16 @@
-"""perf_analyzer: installed once from the tritonclient 2.51.0 wheel, run per concurrency, parsed.
+"""perf_analyzer runs for the bench: one measurement per concurrency, parsed into numbers.
 
-`pip install perf-analyzer` gives an empty placeholder on this glibc, but the tritonclient 2.51.0
-wheel carries a working `bin/perf_analyzer` (matching the bundled server, 2.51.0). It is installed
-apart (`pip install --no-deps --target bench/work/tools`), and its two missing libraries
-(libb64.so.0d, libcudart.so.12) are satisfied by symlinks to the copies that the nvidia-pytriton
-wheel bundles (file names there carry hash suffixes).
+The binary comes from serving.perf_analyzer (installed by `make setup`).
 """
 
 import csv
 import json
-import os
 import re
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-TRITONCLIENT_VERSION = "2.51.0"
-NEEDED_LIBRARIES = {"libb64.so.0d": "libb64*.so*", "libcudart.so.12": "libcudart*.so.12*"}
-
-
-class PerfAnalyzerError(RuntimeError):
-    """perf_analyzer could not be installed or failed; the message says why."""
-
-
-@dataclass
-class PerfAnalyzer:
-    binary: Path
-    library_path: Path
-
-    def environment(self) -> dict:
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(self.library_path), env.get("LD_LIBRARY_PATH")) if p)
-        return env
-
-    def version(self) -> str:
-        done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, env=self.environment())
-        if done.returncode != 0:
-            raise PerfAnalyzerError(f"{self.binary} does not run: {(done.stderr or done.stdout).strip()[-500:]}")
-        lines = (done.stdout + done.stderr).strip().splitlines()
-        return lines[-1] if lines else "unknown"
-
-
-def _pytriton_libs() -> Path:
-    import pytriton
-
-    return Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
-
-
-def install(tools: Path) -> PerfAnalyzer:
-    """The perf_analyzer binary under `tools`, installed first if it is not there."""
-    tools = Path(tools).resolve()
-    binary = tools / "bin" / "perf_analyzer"
-    if not binary.is_file():
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tools),
-             f"tritonclient=={TRITONCLIENT_VERSION}"], capture_output=True, text=True)
-        if done.returncode != 0 or not binary.is_file():
-            raise PerfAnalyzerError(
-                f"could not install perf_analyzer (tritonclient=={TRITONCLIENT_VERSION} into {tools}): "
-                f"{done.stderr.strip()[-800:]}")
-    binary.chmod(0o755)
-    libraries = tools / "lib"
-    libraries.mkdir(exist_ok=True)
-    bundled = _pytriton_libs()
-    for name, pattern in NEEDED_LIBRARIES.items():
-        link = libraries / name
-        if link.exists():
-            continue
-        matches = sorted(bundled.glob(pattern))
-        if not matches:
-            raise PerfAnalyzerError(f"{name} not found in {bundled} (is nvidia-pytriton installed?)")
-        if link.is_symlink():
-            link.unlink()
-        link.symlink_to(matches[0])
-    analyzer = PerfAnalyzer(binary, libraries)
-    analyzer.version()
-    return analyzer
+from client.contract import AUDIO
+from serving.perf_analyzer import PerfAnalyzer, PerfAnalyzerError
 
 
 def run(analyzer: PerfAnalyzer, model: str, url: str, input_data: Path, concurrency: int, request_count: int,
@@ -111,7 +45,7 @@ def run(analyzer: PerfAnalyzer, model: str, url: str, input_data: Path, concurre
     return parse_csv(csv_path) | parse_output(done.stdout) | requests
 
 
-def parse_profile(path: Path, input_name: str = "AUDIO") -> dict:
+def parse_profile(path: Path, input_name: str = AUDIO) -> dict:
     experiment = json.loads(path.read_text())["experiments"][-1]
     sent, answered, requests = [], [], []
     for request in experiment["requests"]:

@@ -13,7 +13,6 @@ is not installed, the espeak-ng sentences recorded in the repository (tests/data
 used instead, each at a random speed; the manifest and the summary say which source made it.
 """
 
-import base64
 import hashlib
 import json
 import math
@@ -28,7 +27,8 @@ import numpy as np
 import soundfile
 import soxr
 
-from client.contract import AUDIO, SAMPLE_RATE
+from bench.perf_input import perf_entry
+from client.contract import SAMPLE_RATE
 
 WORK = Path(__file__).resolve().parent / "work"
 REPO = Path(__file__).resolve().parent.parent
@@ -167,11 +167,6 @@ def speak(seconds: float, rng: np.random.Generator, scratch: Path) -> tuple[np.n
     audio[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     audio += (1e-4 * rng.standard_normal(audio.size)).astype(np.float32)  # room noise, no digital silence
     return audio, " ".join(texts)
-
-
-def perf_entry(audio: np.ndarray) -> dict:
-    return {AUDIO: {"b64": base64.b64encode(audio.astype("<f4").tobytes()).decode("ascii"),
-                    "shape": [int(audio.size)]}}
 
 
 def _key(count: int, seed: int) -> str:

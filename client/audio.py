@@ -1,7 +1,7 @@
 """Audio in, server-ready samples out: any libsndfile format, rate, channel count or dtype.
 
 This module is the one loader used by the client and by the PyTorch reference
-(`python -m export.reference`), so both see exactly the same samples.
+(`python -m model.reference`), so both see exactly the same samples.
 """
 
 import io

@@ -14,9 +14,14 @@ ENSEMBLE = "ser"
 """Name of the Triton ensemble that takes raw audio and returns emotions."""
 
 AUDIO = "AUDIO"
+"""Input: [1, samples] float32 at SAMPLE_RATE, mono."""
 EMOTION = "EMOTION"
+"""Output: the predicted emotion, one of LABELS. The client names the same value `label`
+(`Result.label`, the `label` JSON key) and shows it in the `emotion` column of its table."""
 PROBABILITIES = "PROBABILITIES"
+"""Output: softmax over LABELS, in that order."""
 TRANSCRIPT = "TRANSCRIPT"
+"""Output: the greedy CTC transcript, upper case."""
 
 MIN_SAMPLES = 400
 """Shortest audio the encoders accept: one 25 ms frame of the convolutional front end."""

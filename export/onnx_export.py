@@ -1,72 +1,57 @@
 """Write each network as ONNX and prove it: ONNX Runtime against PyTorch, single and batched.
 
 For every network the check runs several utterance lengths, each alone and all together as one
-zero-padded batch, through PyTorch and through ONNX Runtime (with the graph optimisations the
-server uses). It fails past the tolerance and returns a report of max |ONNX - PyTorch| per
-output, argmax agreement, and max |batched - alone| over each utterance's valid part.
+zero-padded batch, through PyTorch and through ONNX Runtime (in the session the server uses).
+It fails past the tolerance and returns a report of max |ONNX - PyTorch| per output, argmax
+agreement, and max |batched - alone| over each utterance's valid part.
 """
 
+import inspect
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from client.contract import SAMPLE_RATE
 from export import specs
+from export.errors import ExportError, ParityError
+from export.examples import example_inputs
 from serving.steps.batching import pad_and_stack, valid_lengths
+from serving.steps.runtime import make_session
 
 OPSET = 17
 TOLERANCE = 1e-4
 
 
-class ParityError(AssertionError):
-    """ONNX Runtime and PyTorch disagree past the tolerance."""
+def signature(module: torch.nn.Module, spec: specs.ModelSpec) -> tuple[list[str], list[str]]:
+    """The names of the module's inputs (its forward arguments) and outputs (its `outputs`), in its
+    own order; an error unless they are the tensors that export.specs declares for it."""
+    inputs, outputs = list(inspect.signature(module.forward).parameters), list(module.outputs)
+    for kind, own, declared in (("inputs", inputs, spec.inputs), ("outputs", outputs, spec.outputs)):
+        if sorted(own) != sorted(t.name for t in declared):
+            raise ExportError(f"{spec.name}: {type(module).__name__} has {kind} {own}, but export.specs declares "
+                              f"{[t.name for t in declared]}: make them the same names")
+    return inputs, outputs
 
 
 def export_network(module: torch.nn.Module, spec: specs.ModelSpec, example: dict, path: Path) -> None:
+    inputs, outputs = signature(module, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes; parity below is the real check
         torch.onnx.export(
-            module, tuple(torch.from_numpy(example[t.name]) for t in spec.inputs), str(path),
-            input_names=[t.name for t in spec.inputs],
-            output_names=[t.name for t in spec.outputs],
+            module, tuple(torch.from_numpy(example[name]) for name in inputs), str(path),
+            input_names=inputs,
+            output_names=outputs,
             dynamic_axes={t.name: t.axes for t in spec.inputs + spec.outputs},
             opset_version=OPSET, dynamo=False,
         )
 
 
-def session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-# ---------------------------------------------------------------- parity inputs, per network
-
-
-def parity_cases(name: str, sizes: specs.Sizes, seed: int = 0) -> list[dict]:
-    """Named inputs for several utterances of different lengths, each as a batch of one."""
-    rng = np.random.default_rng(seed)
-    if name in (specs.ACOUSTIC_ENCODER, specs.ASR):
-        lengths = [int(SAMPLE_RATE * s) for s in (0.6, 1.3, 2.05)]
-        return [{"waveform": (0.1 * rng.standard_normal((1, n))).astype(np.float32),
-                 "waveform_length": np.array([n], dtype=np.int64)} for n in lengths]
-    if name == specs.TEXT_ENCODER:
-        return [{"input_ids": np.concatenate([[101], rng.integers(1000, 30000, n - 2), [102]])[None],
-                 "attention_mask": np.ones((1, n), dtype=np.int64)} for n in (2, 9, 17)]
-    if name == specs.FUSION_HEAD:
-        return [{
-            "acoustic_features": rng.standard_normal((1, frames, sizes.acoustic_dim)).astype(np.float32),
-            "acoustic_frames": np.array([frames], dtype=np.int64),
-            "text_features": rng.standard_normal((1, tokens, sizes.text_dim)).astype(np.float32),
-            "attention_mask": np.ones((1, tokens), dtype=np.int64),
-        } for frames, tokens in ((30, 2), (64, 9), (101, 17))]
-    raise KeyError(name)
+def session(path: Path):
+    """The server's session options, with every core (the export runs alone)."""
+    return make_session(path, intra_op_threads=0)
 
 
 def pad_batch(spec: specs.ModelSpec, cases: list[dict]) -> dict:
@@ -86,9 +71,9 @@ def valid_extent(output: specs.TensorSpec, values: dict, row: int) -> int | None
 
 def run_torch(module, spec, inputs: dict) -> dict:
     with torch.no_grad():
-        outputs = module(*(torch.from_numpy(inputs[t.name]) for t in spec.inputs))
+        outputs = module(**{t.name: torch.from_numpy(inputs[t.name]) for t in spec.inputs})
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return {t.name: o.numpy() for t, o in zip(spec.outputs, outputs)}
+    return {name: o.numpy() for name, o in zip(module.outputs, outputs)}
 
 
 def run_onnx(sess, spec, inputs: dict) -> dict:
@@ -129,16 +114,22 @@ def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
     }
     report["passed"] = not worst
     if worst:
-        raise ParityError(f"{spec.name}: differences past {tolerance}: {worst}")
+        raise ParityError(f"{spec.name}: ONNX Runtime and PyTorch differ past {tolerance}: {worst}")
     return report
 
 
-def export_and_check(name: str, module, spec, sizes, path: Path, tolerance: float = TOLERANCE) -> dict:
-    cases = parity_cases(name, sizes)
+def export_and_check(module, spec: specs.ModelSpec, sizes: specs.Sizes, path: Path,
+                     tolerance: float = TOLERANCE) -> dict:
+    cases = example_inputs(spec, sizes)
     started = time.perf_counter()
     export_network(module, spec, cases[-1], path)
     exported = time.perf_counter() - started
     report = check_network(module, spec, path, cases, tolerance)
     report.update(export_seconds=round(exported, 2), check_seconds=round(time.perf_counter() - started - exported, 2),
-                  onnx_bytes=path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("*.data")))
+                  onnx_bytes=onnx_bytes(path))
     return report
+
+
+def onnx_bytes(path: Path) -> int:
+    """Size of an ONNX file with its external data files."""
+    return path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("*.data"))

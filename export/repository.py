@@ -10,7 +10,7 @@ declarations the ONNX export used, for one of three targets:
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -18,14 +18,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from client import contract
 from export import specs
+from serving.steps import parameters as keys
+from serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
 
 TARGETS = ("cpu", "onnxruntime", "tensorrt")
 STEPS_PACKAGE = Path(__file__).resolve().parent.parent / "serving" / "steps"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 VERSION = "1"
-TOKENIZER_FILE = "tokenizer.json"
-CTC_VOCAB_FILE = "ctc_vocab.json"
 
 DTYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "bytes": mc.TYPE_STRING}
 STEP_MODULES = {
@@ -33,11 +33,13 @@ STEP_MODULES = {
     specs.CTC_TOKENIZE: "ctc_tokenize",
     specs.EMOTION_LABEL: "emotion_label",
 }
+NETWORK_STEP_MODULE = "onnx_network"
+"""The Python step that runs every network on the cpu target."""
 
 
 @dataclass
 class Deployment:
-    """The knobs of a deployment; the defaults suit the local 2-core CPU server."""
+    """The knobs of a deployment; the defaults suit a small CPU server (2 cores)."""
 
     target: str = "cpu"
     max_batch_size: int = 8
@@ -50,6 +52,17 @@ class Deployment:
     instances: int = 1
     padding_slack: float = 0.25
     """cpu target: requests are batched together only while padding adds at most this much work."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_directory(root: Path, name: str) -> Path:
+    return root / name / VERSION
+
+
+def network_file(root: Path, name: str) -> Path:
+    return model_directory(root, name) / ONNX_FILE
 
 
 def tensor_config(message, tensor: specs.TensorSpec, native: bool, ragged: bool):
@@ -92,34 +105,38 @@ def model_config(spec: specs.ModelSpec, deployment: Deployment) -> mc.ModelConfi
 
 def network_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[str, str]:
     return {
-        "onnx_file": ONNX_FILE,
-        "intra_op_threads": str(deployment.network_threads),
-        "padding_slack": str(deployment.padding_slack),
-        "valid_lengths": json.dumps({t.name: t.valid_length for t in spec.outputs if t.valid_length}),
+        keys.ONNX_FILE: ONNX_FILE,
+        keys.INTRA_OP_THREADS: str(deployment.network_threads),
+        keys.PADDING_SLACK: str(deployment.padding_slack),
+        keys.VALID_LENGTHS: json.dumps({t.name: t.valid_length for t in spec.outputs if t.valid_length}),
     }
 
 
 def step_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[str, str]:
+    roles = {keys.INPUT_ROLES: json.dumps({t.role: t.name for t in spec.inputs}),
+             keys.OUTPUT_ROLES: json.dumps({t.role: t.name for t in spec.outputs})}
     if spec.name == specs.AUDIO_INPUT:
-        return {"sample_rate": str(contract.SAMPLE_RATE), "min_samples": str(contract.MIN_SAMPLES),
-                "max_audio_seconds": str(deployment.max_audio_seconds)}
+        return roles | {keys.SAMPLE_RATE: str(contract.SAMPLE_RATE), keys.MIN_SAMPLES: str(contract.MIN_SAMPLES),
+                        keys.MAX_AUDIO_SECONDS: str(deployment.max_audio_seconds)}
     if spec.name == specs.CTC_TOKENIZE:
-        return {"tokenizer_file": TOKENIZER_FILE, "ctc_vocab_file": CTC_VOCAB_FILE}
+        return roles | {keys.TOKENIZER_FILE: TOKENIZER_FILE, keys.CTC_VOCAB_FILE: CTC_VOCAB_FILE}
     if spec.name == specs.EMOTION_LABEL:
-        return {"labels": json.dumps(list(contract.LABELS))}
+        return roles | {keys.LABELS: json.dumps(list(contract.LABELS))}
     raise KeyError(spec.name)
 
 
 def ensemble_config(all_specs: dict[str, specs.ModelSpec], deployment: Deployment) -> mc.ModelConfig:
     config = mc.ModelConfig(name=contract.ENSEMBLE, platform="ensemble",
                             max_batch_size=deployment.max_batch_size)
-    renamed = {(step, tensor): outer for outer, (step, tensor) in {**specs.ENSEMBLE_INPUTS, **specs.ENSEMBLE_OUTPUTS}.items()}
-    for outer, (step, tensor) in specs.ENSEMBLE_INPUTS.items():
-        tensor_config(config.input.add(), all_specs[step].tensor(tensor), False, False)
-        config.input[-1].name = outer
-    for outer, (step, tensor) in specs.ENSEMBLE_OUTPUTS.items():
-        tensor_config(config.output.add(), all_specs[step].tensor(tensor), False, False)
-        config.output[-1].name = outer
+    renamed = {}  # (step, its tensor) -> ensemble tensor
+    for outer, (step, role) in specs.ENSEMBLE_INPUTS.items():
+        tensor = all_specs[step].input(role)
+        tensor_config(config.input.add(), tensor, False, False)
+        config.input[-1].name = renamed[(step, tensor.name)] = outer
+    for outer, (step, role) in specs.ENSEMBLE_OUTPUTS.items():
+        tensor = all_specs[step].output(role)
+        tensor_config(config.output.add(), tensor, False, False)
+        config.output[-1].name = renamed[(step, tensor.name)] = outer
     produced = {t.name: renamed.get((spec.name, t.name), t.name)
                 for spec in all_specs.values() for t in spec.outputs}
     consumed = {t.name for spec in all_specs.values() for t in spec.inputs}
@@ -163,12 +180,12 @@ def write_repository(root: Path, all_specs: dict[str, specs.ModelSpec], deployme
         if spec.name in STEP_MODULES:
             install_step(root / spec.name, STEP_MODULES[spec.name])
         elif deployment.target == "cpu":
-            install_step(root / spec.name, "onnx_network")
+            install_step(root / spec.name, NETWORK_STEP_MODULE)
         else:
-            shutil.rmtree(root / spec.name / VERSION / "steps", ignore_errors=True)
-            (root / spec.name / VERSION / "model.py").unlink(missing_ok=True)
+            shutil.rmtree(model_directory(root, spec.name) / "steps", ignore_errors=True)
+            (model_directory(root, spec.name) / "model.py").unlink(missing_ok=True)
     write_config(ensemble_config(all_specs, deployment), root / contract.ENSEMBLE)
-    (root / contract.ENSEMBLE / VERSION).mkdir(exist_ok=True)
+    model_directory(root, contract.ENSEMBLE).mkdir(exist_ok=True)
 
 
 def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int) -> None:

@@ -1,29 +1,35 @@
-"""Every tensor of every served model, declared once.
+"""Every tensor of every served model, declared once, and the ensemble's data path.
 
-ONNX export (input/output names, dynamic axes), parity checks, the generated config.pbtxt files
-(names, dtypes, dims, reshapes) and the Python-backend steps (through their configs) all read
-these declarations, so a model file and its config cannot drift apart.
+ONNX export (names, dynamic axes, example inputs), parity checks, TensorRT shape ranges, the
+generated config.pbtxt files (names, dtypes, dims, reshapes) and the Python-backend steps
+(through their configs) all read these declarations, so a model file and its config cannot drift.
 
-Dims exclude the batch axis. -1 is a variable axis; () marks a per-utterance scalar (a length),
-which ONNX sees as [batch] and Triton as dims [1] reshaped to [].
+Each tensor says what it is (`role`, which the Python steps look tensors up by) and what its
+variable axis counts (`axis`: samples, frames or tokens; for a length, the axis it measures).
+Dims exclude the batch axis; -1 is a variable axis; () marks a per-utterance length, which ONNX
+sees as [batch] and Triton as dims [1] reshaped to [].
 """
 
 from dataclasses import dataclass
 
 from client import contract
+from model import glossary
 
 VARIABLE = -1
 
-# Model names in the repository, in data-path order.
+# What a variable axis counts.
+SAMPLES, FRAMES, TOKENS = "samples", "frames", "tokens"
+
+# Model names in the repository: the networks (named in model.glossary) and the Python steps.
 AUDIO_INPUT = "audio_input"
-ACOUSTIC_ENCODER = "acoustic_encoder"
-ASR = "asr"
+ACOUSTIC_ENCODER = glossary.ACOUSTIC_ENCODER.name
+ASR = glossary.ASR.name
 CTC_TOKENIZE = "ctc_tokenize"
-TEXT_ENCODER = "text_encoder"
-FUSION_HEAD = "fusion_head"
+TEXT_ENCODER = glossary.TEXT_ENCODER.name
+FUSION_HEAD = glossary.FUSION_HEAD.name
 EMOTION_LABEL = "emotion_label"
 
-ONNX_NETWORKS = (ACOUSTIC_ENCODER, ASR, TEXT_ENCODER, FUSION_HEAD)
+ONNX_NETWORKS = tuple(network.name for network in glossary.NETWORKS)
 PYTHON_STEPS = (AUDIO_INPUT, CTC_TOKENIZE, EMOTION_LABEL)
 
 
@@ -32,6 +38,11 @@ class TensorSpec:
     name: str
     dtype: str  # numpy dtype name, or "bytes" for strings
     dims: tuple  # without the batch axis
+    role: str
+    """What the tensor is: audio, waveform, length, logits, features, ids, mask, transcript,
+    probabilities, label. Unique among a Python step's inputs and among its outputs."""
+    axis: str | None = None
+    """What its variable axis counts (SAMPLES, FRAMES, TOKENS); for a length, what it measures."""
     valid_length: str | None = None
     """For an output with a variable axis: the tensor (per-utterance length, or a 0/1 mask) that
     says how much of that axis is valid, so batched results can be cut back per request."""
@@ -57,62 +68,89 @@ class ModelSpec:
     def tensor(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs + self.outputs if t.name == name)
 
+    def input(self, role: str) -> TensorSpec:
+        return _by_role(self.inputs, role, f"{self.name} input")
+
+    def output(self, role: str) -> TensorSpec:
+        return _by_role(self.outputs, role, f"{self.name} output")
+
+    @property
+    def axes(self) -> set[str]:
+        """The axis kinds its inputs vary along."""
+        return {t.axis for t in self.inputs if t.axis}
+
+
+def _by_role(tensors, role: str, what: str) -> TensorSpec:
+    found = [t for t in tensors if t.role == role]
+    if len(found) != 1:
+        raise KeyError(f"{what} with role {role!r}: {len(found)} found")
+    return found[0]
+
 
 @dataclass(frozen=True)
 class Sizes:
-    """The widths that depend on the preset (tiny or full size)."""
+    """What depends on the preset (tiny or full size): widths and the text vocabulary."""
 
     acoustic_dim: int
     text_dim: int
     ctc_vocab: int
+    text_vocab: int
+    cls_id: int
+    sep_id: int
     labels: int = len(contract.LABELS)
 
     @classmethod
     def of(cls, components) -> "Sizes":
+        tokenizer = components.bert_tokenizer
         return cls(
-            components.acoustic.config.hidden_size,
-            components.text.config.hidden_size,
+            components.acoustic_encoder.config.hidden_size,
+            components.text_encoder.config.hidden_size,
             components.asr.config.vocab_size,
+            components.text_encoder.config.vocab_size,
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
         )
 
 
 def model_specs(sizes: Sizes) -> dict[str, ModelSpec]:
+    """Every model of the repository, in data-path order."""
     T = TensorSpec
-    waveform = (T("waveform", "float32", (VARIABLE,)), T("waveform_length", "int64", ()))
-    acoustic = T("acoustic_features", "float32", (VARIABLE, sizes.acoustic_dim), "acoustic_frames")
-    acoustic_frames = T("acoustic_frames", "int64", ())
-    text_ids = (T("input_ids", "int64", (VARIABLE,)), T("attention_mask", "int64", (VARIABLE,)))
-    text = T("text_features", "float32", (VARIABLE, sizes.text_dim), "attention_mask")
-    probabilities = T("probabilities", "float32", (sizes.labels,))
+    audio = T(contract.AUDIO, "float32", (VARIABLE,), "audio", SAMPLES)
+    waveform = (T("waveform", "float32", (VARIABLE,), "waveform", SAMPLES),
+                T("waveform_length", "int64", (), "length", SAMPLES))
+    acoustic_frames = T("acoustic_frames", "int64", (), "length", FRAMES)
+    acoustic = T("acoustic_features", "float32", (VARIABLE, sizes.acoustic_dim), "features", FRAMES,
+                 acoustic_frames.name)
+    logit_frames = T("logit_frames", "int64", (), "length", FRAMES)
+    ctc_logits = T("ctc_logits", "float32", (VARIABLE, sizes.ctc_vocab), "logits", FRAMES, logit_frames.name)
+    transcript = T("transcript", "bytes", (1,), "transcript")
+    input_ids = T("input_ids", "int64", (VARIABLE,), "ids", TOKENS)
+    attention_mask = T("attention_mask", "int64", (VARIABLE,), "mask", TOKENS)
+    text = T("text_features", "float32", (VARIABLE, sizes.text_dim), "features", TOKENS, attention_mask.name)
+    logits = T("logits", "float32", (sizes.labels,), "logits")
+    probabilities = T("probabilities", "float32", (sizes.labels,), "probabilities")
+    emotion = T("emotion", "bytes", (1,), "label")
+    class_probabilities = T("class_probabilities", "float32", (sizes.labels,), "probabilities")
     specs = [
-        ModelSpec(AUDIO_INPUT, (T(contract.AUDIO, "float32", (VARIABLE,)),), waveform),
+        ModelSpec(AUDIO_INPUT, (audio,), waveform),
         ModelSpec(ACOUSTIC_ENCODER, waveform, (acoustic, acoustic_frames)),
-        ModelSpec(ASR, waveform, (
-            T("ctc_logits", "float32", (VARIABLE, sizes.ctc_vocab), "logit_frames"),
-            T("logit_frames", "int64", ()),
-        )),
-        ModelSpec(
-            CTC_TOKENIZE, (T("ctc_logits", "float32", (VARIABLE, sizes.ctc_vocab)),
-                           T("logit_frames", "int64", ())),
-            (T("transcript", "bytes", (1,)),) + text_ids,
-        ),
-        ModelSpec(TEXT_ENCODER, text_ids, (text,)),
-        ModelSpec(FUSION_HEAD, (acoustic, acoustic_frames, text, text_ids[1]),
-                  (T("logits", "float32", (sizes.labels,)), probabilities)),
+        ModelSpec(ASR, waveform, (ctc_logits, logit_frames)),
+        ModelSpec(CTC_TOKENIZE, (ctc_logits, logit_frames), (transcript, input_ids, attention_mask)),
+        ModelSpec(TEXT_ENCODER, (input_ids, attention_mask), (text,)),
+        ModelSpec(FUSION_HEAD, (acoustic, acoustic_frames, text, attention_mask), (logits, probabilities)),
         # Passes the probabilities on, so every ensemble output comes from a step no other step
         # reads: Triton 2.51 deadlocks on a request for a subset of outputs otherwise.
-        ModelSpec(EMOTION_LABEL, (probabilities,),
-                  (T("emotion", "bytes", (1,)), T("class_probabilities", "float32", (sizes.labels,)))),
+        ModelSpec(EMOTION_LABEL, (probabilities,), (emotion, class_probabilities)),
     ]
     return {spec.name: spec for spec in specs}
 
 
-ENSEMBLE_INPUTS = {contract.AUDIO: (AUDIO_INPUT, contract.AUDIO)}
-"""Ensemble input -> (step, its input)."""
+ENSEMBLE_INPUTS = {contract.AUDIO: (AUDIO_INPUT, "audio")}
+"""Ensemble input -> (step, the role of its input)."""
 
 ENSEMBLE_OUTPUTS = {
-    contract.EMOTION: (EMOTION_LABEL, "emotion"),
-    contract.PROBABILITIES: (EMOTION_LABEL, "class_probabilities"),
+    contract.EMOTION: (EMOTION_LABEL, "label"),
+    contract.PROBABILITIES: (EMOTION_LABEL, "probabilities"),
     contract.TRANSCRIPT: (CTC_TOKENIZE, "transcript"),
 }
-"""Ensemble output -> (step, its output). Every other step tensor flows under its own name."""
+"""Ensemble output -> (step, the role of its output). Every other tensor flows under its own name."""

@@ -11,25 +11,26 @@ import sys
 from pathlib import Path
 
 from client import infer
-from export.__main__ import export, parse_args as export_args
-from export.sources import PRESETS, SourceError
-from serving.launcher import ServerError, TritonServer
+from export.errors import ExportError, ModelUnavailable
+from export.pipeline import ExportOptions, export
+from model.errors import SourceError
+from model.sources import PRESETS
+from serving.supervisor import ServerError, TritonServer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "speech.wav"
 
 
 def run_export(preset: str, checkpoint: str | None, repository: Path) -> str:
-    flags = ["--preset", preset, "--out", str(repository)] + (["--checkpoint", checkpoint] if checkpoint else [])
     try:
-        export(export_args(flags))
+        export(ExportOptions(out=repository, preset=preset, checkpoint=checkpoint))
         return preset
-    except SourceError as error:
-        if preset != "pretrained":
+    except ModelUnavailable as error:
+        if preset != "pretrained" or not isinstance(error.__cause__, SourceError):
             raise
-        print(f"\ndemo: the pretrained models could not be downloaded ({error.__cause__ or error}).\n"
+        print(f"\ndemo: the pretrained models could not be downloaded ({error.__cause__.__cause__ or error}).\n"
               "demo: going on with PRESET=tiny: small random networks, offline; their emotions are "
               "meaningless. Run `make demo PRESET=tiny` to skip the download attempt.\n", file=sys.stderr)
-        export(export_args(["--preset", "tiny", "--out", str(repository)]))
+        export(ExportOptions(out=repository, preset="tiny"))
         return "tiny"
 
 
@@ -45,7 +46,11 @@ def main(argv=None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--audio", type=Path, default=SAMPLE, help="file to classify (default: the shipped sample)")
     args = parser.parse_args(argv)
-    preset = run_export(args.preset, args.checkpoint, args.repository)
+    try:
+        preset = run_export(args.preset, args.checkpoint, args.repository)
+    except ExportError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
     server = TritonServer(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port)
     try:
         with server:

@@ -4,16 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from export.reference import ResearchPipeline
-from export.sources import build_components
+from model.reference import ResearchPipeline
+from model.sources import build_components
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def export_tiny(out: Path, *extra: str) -> Path:
-    from export.__main__ import export, parse_args
+def export_tiny(out: Path, **options) -> Path:
+    from export.pipeline import ExportOptions, export
 
-    export(parse_args(["--preset", "tiny", "--out", str(out), *extra]))
+    export(ExportOptions(out=out, preset="tiny", **options))
     return out
 
 
@@ -33,7 +33,8 @@ def tiny_repository(tmp_path_factory) -> Path:
 
 
 def start_server(repository: Path, **kwargs):
-    from serving.launcher import TritonServer, free_port
+    from serving.ports import free_port
+    from serving.supervisor import TritonServer
 
     ports = dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     return TritonServer(repository, **{**ports, **kwargs})

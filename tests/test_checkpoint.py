@@ -5,15 +5,16 @@ import pickle
 import pytest
 import torch
 
-from export.checkpoint import CheckpointError, apply_checkpoint, load_checkpoint, split_state_dict
-from export.sources import build_components
+from model.checkpoint import apply_checkpoint, load_checkpoint, split_state_dict
+from model.errors import CheckpointError
+from model.sources import build_components
 
 
 def research_state_dict(components) -> dict:
     """What `torch.save(model.state_dict())` of the research EnhancedSERModel holds."""
-    state = {f"hubert.{k}": v for k, v in components.acoustic.state_dict().items()}
-    state.update({f"bert.{k}": v for k, v in components.text.state_dict().items()})
-    state.update(components.head.state_dict())
+    state = {f"hubert.{k}": v for k, v in components.acoustic_encoder.state_dict().items()}
+    state.update({f"bert.{k}": v for k, v in components.text_encoder.state_dict().items()})
+    state.update(components.fusion_head.state_dict())
     return {k: v.clone() for k, v in state.items()}
 
 
@@ -42,10 +43,10 @@ def test_checkpoint_shapes_load_and_replace_every_weight(tmp_path, trained_state
 
 def test_split_routes_prefixes(trained_state):
     parts = split_state_dict(trained_state)
-    assert set(parts) == {"acoustic", "text", "head"}
-    assert all(not k.startswith("hubert.") for k in parts["acoustic"])
-    assert "embeddings.word_embeddings.weight" in parts["text"]
-    assert {k.split(".")[0] for k in parts["head"]} == {"cmg", "proj_bert", "fc"}
+    assert set(parts) == {"acoustic_encoder", "text_encoder", "fusion_head"}
+    assert all(not k.startswith("hubert.") for k in parts["acoustic_encoder"])
+    assert "embeddings.word_embeddings.weight" in parts["text_encoder"]
+    assert {k.split(".")[0] for k in parts["fusion_head"]} == {"cmg", "proj_bert", "fc"}
 
 
 def test_missing_keys_are_named(trained_state):
@@ -72,10 +73,10 @@ def test_misshaped_keys_name_both_shapes(trained_state):
 
 def test_a_failed_checkpoint_leaves_the_model_untouched(trained_state):
     components = build_components("tiny")
-    before = components.head.fc.weight.clone()
+    before = components.fusion_head.fc.weight.clone()
     with pytest.raises(CheckpointError):
         apply_checkpoint(components, {**trained_state, "fc.bias": torch.zeros(9)})
-    assert torch.equal(components.head.fc.weight, before)
+    assert torch.equal(components.fusion_head.fc.weight, before)
 
 
 class Exploit:

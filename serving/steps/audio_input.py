@@ -8,20 +8,19 @@ mean and unit variance inside the encoders.
 
 import numpy as np
 
-from .triton import Step, fail, read_inputs, respond
+from . import parameters
+from .backend import Step, fail
 
 
 class TritonPythonModel(Step):
     def setup(self):
-        self.sample_rate = int(self.parameters["sample_rate"])
-        self.min_samples = int(self.parameters["min_samples"])
-        self.max_seconds = float(self.parameters["max_audio_seconds"])
+        self.sample_rate = int(self.parameters[parameters.SAMPLE_RATE])
+        self.min_samples = int(self.parameters[parameters.MIN_SAMPLES])
+        self.max_seconds = float(self.parameters[parameters.MAX_AUDIO_SECONDS])
         self.max_samples = int(self.max_seconds * self.sample_rate)
-        self.audio_name = self.input_names[0]
-        self.waveform_name, self.length_name = self.output_names
 
     def problem(self, audio: np.ndarray) -> str | None:
-        name, samples = self.audio_name, audio.shape[-1]
+        name, samples = self.inputs["audio"], audio.shape[-1]
         if samples == 0:
             return f"{name} is empty: send mono {self.sample_rate} Hz float32 samples"
         if samples < self.min_samples:
@@ -40,11 +39,11 @@ class TritonPythonModel(Step):
     def execute(self, requests):
         responses = []
         for request in requests:
-            audio = read_inputs(request, [self.audio_name])[self.audio_name]
+            audio = self.read(request)["audio"]
             problem = self.problem(audio)
             if problem:
                 responses.append(fail(problem, bad_input=True))
                 continue
             lengths = np.full((audio.shape[0], 1), audio.shape[1], dtype=np.int64)
-            responses.append(respond({self.waveform_name: audio, self.length_name: lengths}))
+            responses.append(self.respond({"waveform": audio, "length": lengths}))
         return responses

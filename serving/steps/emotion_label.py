@@ -8,18 +8,18 @@ import json
 
 import numpy as np
 
-from .triton import Step, read_inputs, respond, strings
+from . import parameters
+from .backend import Step, strings
 
 
 class TritonPythonModel(Step):
     def setup(self):
-        self.labels = json.loads(self.parameters["labels"])
+        self.labels = json.loads(self.parameters[parameters.LABELS])
 
     def execute(self, requests):
         responses = []
         for request in requests:
-            probabilities = read_inputs(request, self.input_names)[self.input_names[0]]
+            probabilities = self.read(request)["probabilities"]
             labels = [self.labels[i] for i in np.argmax(probabilities, axis=-1)]
-            emotion, passed_on = self.output_names
-            responses.append(respond({emotion: strings(labels), passed_on: probabilities}))
+            responses.append(self.respond({"label": strings(labels), "probabilities": probabilities}))
         return responses

@@ -4,35 +4,24 @@ Requests of different lengths arrive together (ragged dynamic batching). Those o
 length are zero-padded into one batch (padding may add at most `padding_slack` of extra work),
 run once, and each request gets back exactly its own rows, cut to its valid length. If a batch
 fails as a whole, each request is retried alone so that one bad request never costs the others
-their answers.
+their answers. Tensors are fed and read by name, so their order in the config does not matter.
 """
 
 import json
 
-import onnxruntime as ort
-
+from . import parameters
+from .backend import Step, fail, read_inputs, respond
 from .batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
-from .triton import Step, fail, read_inputs, respond
-
-
-def make_session(path, intra_op_threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    # Two encoders share the cores: idle threads must sleep, not spin.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from .runtime import make_session
 
 
 class TritonPythonModel(Step):
     def setup(self):
-        self.session = make_session(self.file("onnx_file"), int(self.parameters["intra_op_threads"]))
-        self.valid_length = json.loads(self.parameters.get("valid_lengths", "{}"))
+        self.session = make_session(self.file(parameters.ONNX_FILE), int(self.parameters[parameters.INTRA_OP_THREADS]))
+        self.valid_length = json.loads(self.parameters.get(parameters.VALID_LENGTHS, "{}"))
         self.flat_inputs = {i.name for i in self.session.get_inputs() if len(i.shape) == 1}
         self.flat_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) == 1}
-        self.padding_slack = float(self.parameters.get("padding_slack", "0"))
+        self.padding_slack = float(self.parameters.get(parameters.PADDING_SLACK, "0"))
         self.width_input = next(name for name in self.input_names if name not in self.flat_inputs)
 
     def execute(self, requests):
@@ -68,7 +57,7 @@ class TritonPythonModel(Step):
         known = {**feed, **outputs}
         lengths = {name: valid_lengths(known[source]) for name, source in self.valid_length.items()}
         responses = []
-        for span in row_spans([len(inputs[self.input_names[0]]) for inputs in batch]):
+        for span in row_spans([len(inputs[self.width_input]) for inputs in batch]):
             responses.append(respond({
                 name: split_rows(value, span, lengths.get(name)).reshape(-1, 1)
                 if name in self.flat_outputs else split_rows(value, span, lengths.get(name))

@@ -1,23 +1,25 @@
-"""The four served networks as exportable modules that take padded batches plus lengths.
+"""The four served networks as modules that take zero-padded batches plus lengths or masks.
 
-Each wrapper reproduces, for every utterance of a zero-padded batch, what the research code
-computes for that utterance alone:
+Each reproduces, for every utterance of a padded batch, what the research code computes for that
+utterance alone:
 - audio is normalised per utterance over its valid samples, inside the graph;
 - HuBERT gets the frame-level attention mask;
 - wav2vec2's first conv layer normalises over time (GroupNorm): here it takes its statistics over
   each utterance's valid frames only, and the encoder masks padded frames;
-- the fusion head masks padded frames and tokens in its attention and its means.
+- the fusion head (`model.fusion.FusionHead`) masks padded frames and tokens.
+Each network's signature is its forward arguments (named as its input tensors) and `outputs` (the
+names of what forward returns, in order); the export checks both against export.specs and binds
+tensors by these names, never by position.
 """
 
 import torch
 from torch import nn
 
+from model import glossary
+from model.fusion import sequence_mask
+
 NORM_EPS = 1e-7
 """Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon."""
-
-
-def sequence_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def normalise_waveform(waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -73,6 +75,8 @@ def encode_frames(base, waveform, lengths):
 class AcousticEncoder(nn.Module):
     """waveform [B, S], waveform_length [B] -> acoustic_features [B, T, D], acoustic_frames [B]."""
 
+    outputs = ("acoustic_features", "acoustic_frames")
+
     def __init__(self, hubert):
         super().__init__()
         self.hubert = hubert
@@ -81,8 +85,10 @@ class AcousticEncoder(nn.Module):
         return encode_frames(self.hubert, waveform, waveform_length)
 
 
-class SpeechRecogniser(nn.Module):
+class ASR(nn.Module):
     """waveform [B, S], waveform_length [B] -> ctc_logits [B, T, V], logit_frames [B]."""
+
+    outputs = ("ctc_logits", "logit_frames")
 
     def __init__(self, ctc_model):
         super().__init__()
@@ -96,6 +102,8 @@ class SpeechRecogniser(nn.Module):
 class TextEncoder(nn.Module):
     """input_ids [B, L], attention_mask [B, L] -> text_features [B, L, D]."""
 
+    outputs = ("text_features",)
+
     def __init__(self, bert):
         super().__init__()
         self.bert = bert
@@ -104,27 +112,17 @@ class TextEncoder(nn.Module):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-class FusionClassifier(nn.Module):
-    """Both feature sequences with their lengths/masks -> logits [B, 4], probabilities [B, 4]."""
-
-    def __init__(self, head):
-        super().__init__()
-        self.head = head
-
-    def forward(self, acoustic_features, acoustic_frames, text_features, attention_mask):
-        acoustic_mask = sequence_mask(acoustic_frames, acoustic_features.shape[1])
-        logits = self.head(acoustic_features, text_features, acoustic_mask, attention_mask.bool())
-        return logits, torch.softmax(logits, dim=-1)
+WRAPPERS = {
+    glossary.ACOUSTIC_ENCODER.name: AcousticEncoder,
+    glossary.ASR.name: ASR,
+    glossary.TEXT_ENCODER.name: TextEncoder,
+    glossary.FUSION_HEAD.name: None,  # the research head is itself the served network
+}
 
 
-def exportable_networks(components) -> dict[str, nn.Module]:
-    """Model name (see export.specs) -> wrapper, in eval mode."""
-    from export import specs
+def served_network(components, name: str) -> nn.Module:
+    """The served module of one network (see model.glossary), in eval mode."""
+    component = getattr(components, name)
+    wrapper = WRAPPERS[name]
+    return (component if wrapper is None else wrapper(component)).eval()
 
-    networks = {
-        specs.ACOUSTIC_ENCODER: AcousticEncoder(components.acoustic),
-        specs.ASR: SpeechRecogniser(components.asr),
-        specs.TEXT_ENCODER: TextEncoder(components.text),
-        specs.FUSION_HEAD: FusionClassifier(components.head),
-    }
-    return {name: network.eval() for name, network in networks.items()}

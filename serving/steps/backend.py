@@ -1,10 +1,12 @@
-"""The little that every Python-backend step needs from Triton: config, tensors, responses."""
+"""The little that every Python-backend step needs from Triton: config, tensors by role, responses."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from .parameters import INPUT_ROLES, OUTPUT_ROLES
 
 
 class Step:
@@ -16,6 +18,8 @@ class Step:
         self.directory = Path(args["model_repository"]) / args["model_version"]
         self.input_names = [t["name"] for t in self.config["input"]]
         self.output_names = [t["name"] for t in self.config["output"]]
+        self.inputs = json.loads(self.parameters.get(INPUT_ROLES, "{}"))
+        self.outputs = json.loads(self.parameters.get(OUTPUT_ROLES, "{}"))
         self.setup()
 
     def setup(self):
@@ -27,6 +31,15 @@ class Step:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: re-run `make export` to write it")
         return path
+
+    def read(self, request) -> dict[str, np.ndarray]:
+        """The request's inputs by role."""
+        return {role: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for role, name in self.inputs.items()}
+
+    def respond(self, outputs: dict[str, np.ndarray]):
+        """A response from outputs given by role."""
+        return respond({self.outputs[role]: value for role, value in outputs.items()})
 
 
 def read_inputs(request, names) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
-"""Where the four networks come from: pretrained ids or local directories, or the tiny preset.
+"""Where the networks come from: pretrained ids or local directories, or a random preset.
 
 `build_components` is the one entry point. It returns the research model's parts (encoders,
-ASR, fusion head, tokenizers) ready for the reference pipeline and for ONNX export.
+ASR, fusion head, tokenizers), each under its network's name (model.glossary), ready for the
+reference pipeline and for ONNX export.
 """
 
 import json
@@ -23,13 +24,11 @@ from transformers import (
 )
 
 from client.contract import LABELS
-from export.fusion import FusionHead
+from model.errors import SourceError
+from model.fusion import FusionHead
+from model.glossary import ACOUSTIC_ENCODER, ASR, NETWORKS, TEXT_ENCODER
 
 log = logging.getLogger(__name__)
-
-DEFAULT_ACOUSTIC = "facebook/hubert-large-ls960-ft"
-DEFAULT_ASR = "facebook/wav2vec2-large-960h"
-DEFAULT_TEXT = "bert-base-uncased"
 
 CTC_VOCAB = (
     "<pad> <s> </s> <unk> | E T A O N I H S R D L U M W C F G Y P B V K ' X J Q Z".split()
@@ -44,66 +43,56 @@ _LARGE_ENCODER = dict(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, vocab_size=len(CTC_VOCAB),
 )
-FULL_CONFIGS = {
-    "acoustic": lambda: HubertConfig(
-        **_LARGE_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True
-    ),
-    "asr": lambda: Wav2Vec2Config(
-        **_LARGE_ENCODER, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False
-    ),
-    "text": lambda: BertConfig(),
-}
-
 _TINY_ENCODER = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
     vocab_size=len(CTC_VOCAB),
 )
-TINY_CONFIGS = {
-    "acoustic": lambda: HubertConfig(
-        **_TINY_ENCODER, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True
-    ),
-    "asr": lambda: Wav2Vec2Config(
-        **_TINY_ENCODER, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False
-    ),
-    "text": lambda: BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    ),
-}
+
+
+def _configs(encoder: dict, text: dict) -> dict:
+    return {
+        ACOUSTIC_ENCODER.name: lambda: HubertConfig(
+            **encoder, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+        ASR.name: lambda: Wav2Vec2Config(
+            **encoder, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
+        TEXT_ENCODER.name: lambda: BertConfig(**text),
+    }
+
+
+FULL_CONFIGS = _configs(_LARGE_ENCODER, {})
+TINY_CONFIGS = _configs(_TINY_ENCODER, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                            intermediate_size=64))
 
 PRESETS = ("pretrained", "tiny", "full-random")
 """pretrained: hub ids or local directories; tiny: small random networks for tests and demos;
 full-random: full-size architectures with random weights (benchmarks without a model hub)."""
 
 
-class SourceError(RuntimeError):
-    """A pretrained model could not be loaded; the message says which and what to do."""
-
-
 @dataclass
 class ModelSources:
-    """A Hugging Face id or a local directory for each pretrained model."""
+    """A Hugging Face id or a local directory for each pretrained network."""
 
-    acoustic: str = DEFAULT_ACOUSTIC
-    asr: str = DEFAULT_ASR
-    text: str = DEFAULT_TEXT
+    acoustic_encoder: str = ACOUSTIC_ENCODER.pretrained
+    asr: str = ASR.pretrained
+    text_encoder: str = TEXT_ENCODER.pretrained
 
 
 @dataclass
 class Components:
-    """The research model's parts, in eval mode."""
+    """The research model's parts, in eval mode, each under its network's name."""
 
-    acoustic: HubertModel
+    acoustic_encoder: HubertModel
     asr: Wav2Vec2ForCTC
-    text: BertModel
-    head: FusionHead
+    text_encoder: BertModel
+    fusion_head: FusionHead
     bert_tokenizer: BertTokenizerFast
     ctc_tokenizer: Wav2Vec2CTCTokenizer
     head_trained: bool
     description: dict = field(default_factory=dict)
 
-    def modules(self):
-        return {"acoustic": self.acoustic, "asr": self.asr, "text": self.text, "head": self.head}
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {network.name: getattr(self, network.name) for network in NETWORKS}
 
 
 def offline_bert_vocab_dir() -> Path:
@@ -131,34 +120,32 @@ def _seeded(seed: int, build):
 
 
 def _random(configs, seed: int):
-    configs_ = {role: make() for role, make in configs.items()}
+    configs_ = {name: make() for name, make in configs.items()}
     for config in configs_.values():
         config._attn_implementation = "eager"
-    acoustic = _seeded(seed + 1, lambda: HubertModel(configs_["acoustic"]))
-    asr = _seeded(seed + 2, lambda: Wav2Vec2ForCTC(configs_["asr"]))
-    text = _seeded(seed + 3, lambda: BertModel(configs_["text"]))
+    acoustic = _seeded(seed + 1, lambda: HubertModel(configs_[ACOUSTIC_ENCODER.name]))
+    asr = _seeded(seed + 2, lambda: Wav2Vec2ForCTC(configs_[ASR.name]))
+    text = _seeded(seed + 3, lambda: BertModel(configs_[TEXT_ENCODER.name]))
     return acoustic, asr, text
 
 
 def _pretrained(sources: ModelSources):
-    def load(role, loader, source, **kwargs):
+    def load(network, loader, source, **kwargs):
         try:
             return loader(source, **kwargs)
         except Exception as error:  # hub unreachable, missing directory, wrong architecture
             raise SourceError(
-                f"could not load the {role} model from '{source}': {error}. "
-                f"Give a local directory with --{role}, or use --preset tiny (offline, random "
+                f"could not load the {network.name} network from '{source}': {error}. "
+                f"Give a local directory with {network.flag}, or use --preset tiny (offline, random "
                 "weights) or --preset full-random (full size, random weights)."
             ) from error
 
-    acoustic = load("acoustic", HubertModel.from_pretrained, sources.acoustic, attn_implementation="eager")
-    asr = load("asr", Wav2Vec2ForCTC.from_pretrained, sources.asr, attn_implementation="eager")
-    text = load(
-        "text", BertModel.from_pretrained, sources.text,
-        attn_implementation="eager",
-    )
-    bert_tokenizer = load("text", BertTokenizerFast.from_pretrained, sources.text)
-    ctc_tokenizer = load("asr", Wav2Vec2CTCTokenizer.from_pretrained, sources.asr)
+    acoustic = load(ACOUSTIC_ENCODER, HubertModel.from_pretrained, sources.acoustic_encoder,
+                    attn_implementation="eager")
+    asr = load(ASR, Wav2Vec2ForCTC.from_pretrained, sources.asr, attn_implementation="eager")
+    text = load(TEXT_ENCODER, BertModel.from_pretrained, sources.text_encoder, attn_implementation="eager")
+    bert_tokenizer = load(TEXT_ENCODER, BertTokenizerFast.from_pretrained, sources.text_encoder)
+    ctc_tokenizer = load(ASR, Wav2Vec2CTCTokenizer.from_pretrained, sources.asr)
     return acoustic, asr, text, bert_tokenizer, ctc_tokenizer
 
 
@@ -169,29 +156,27 @@ def build_components(
     seed: int = 0,
 ) -> Components:
     """Build the model from a preset, then load a research checkpoint over it if one is given."""
-    from export.checkpoint import apply_checkpoint, load_checkpoint
+    from model.checkpoint import apply_checkpoint, load_checkpoint
 
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+        raise SourceError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
     sources = sources or ModelSources()
     if preset == "pretrained":
         acoustic, asr, text, bert_tokenizer, ctc_tokenizer = _pretrained(sources)
+        description = {"preset": preset, **vars(sources)}
     else:
         acoustic, asr, text = _random(TINY_CONFIGS if preset == "tiny" else FULL_CONFIGS, seed)
         bert_tokenizer = BertTokenizerFast.from_pretrained(
             offline_bert_vocab_dir(), model_max_length=BERT_MAX_TOKENS
         )
         ctc_tokenizer = offline_ctc_tokenizer()
+        description = {"preset": preset, "seed": seed}
     head = _seeded(
         seed + 4,
         lambda: FusionHead(acoustic.config.hidden_size, text.config.hidden_size, len(LABELS)),
     )
-    components = Components(
-        acoustic, asr, text, head, bert_tokenizer, ctc_tokenizer, head_trained=False,
-        description={"preset": preset, "seed": seed} if preset != "pretrained" else {
-            "preset": preset, "acoustic": sources.acoustic, "asr": sources.asr, "text": sources.text
-        },
-    )
+    components = Components(acoustic, asr, text, head, bert_tokenizer, ctc_tokenizer, head_trained=False,
+                            description=description)
     if checkpoint is not None:
         apply_checkpoint(components, load_checkpoint(checkpoint))
         components.head_trained = True
@@ -210,19 +195,22 @@ def warn_if_untrained(components: Components) -> None:
 
 
 def add_model_arguments(parser) -> None:
-    """The model-choosing flags shared by `python -m export` and `python -m export.reference`."""
+    """The model-choosing flags shared by `python -m export` and `python -m model.reference`."""
     group = parser.add_argument_group("model")
     group.add_argument("--preset", choices=PRESETS, default="pretrained",
                        help="pretrained: hub ids or local directories (default); tiny: small random "
                             "networks, offline; full-random: full-size random networks, offline")
     group.add_argument("--checkpoint", help="research checkpoint (.pt) with trained encoders and head")
-    group.add_argument("--acoustic", default=DEFAULT_ACOUSTIC, help="HuBERT id or directory")
-    group.add_argument("--asr", default=DEFAULT_ASR, help="wav2vec2 CTC id or directory")
-    group.add_argument("--text", default=DEFAULT_TEXT, help="BERT id or directory")
+    for network, alias in ((ACOUSTIC_ENCODER, "--acoustic"), (ASR, None), (TEXT_ENCODER, "--text")):
+        flags = [network.flag] + ([alias] if alias else [])  # the short aliases of earlier releases
+        group.add_argument(*flags, dest=network.name, default=network.pretrained,
+                           help=f"{network.summary}: Hugging Face id or local directory")
     group.add_argument("--seed", type=int, default=0, help="seed of the random presets")
 
 
+def sources_from_args(args) -> ModelSources:
+    return ModelSources(**{network.name: getattr(args, network.name) for network in (ACOUSTIC_ENCODER, ASR, TEXT_ENCODER)})
+
+
 def components_from_args(args) -> Components:
-    return build_components(
-        args.preset, ModelSources(args.acoustic, args.asr, args.text), args.checkpoint, args.seed
-    )
+    return build_components(args.preset, sources_from_args(args), args.checkpoint, args.seed)

@@ -1,15 +1,20 @@
-"""The research fusion head (EnhancedSERModel minus its encoders), with padding masks.
+"""The research fusion head (EnhancedSERModel minus its encoders), served with padding masks.
 
 Parameter names match the research checkpoint (`cmg.q_proj`, `cmg.temporal_fusion.transform`,
-`proj_bert`, `fc`). With no masks the forward pass is exactly the research code's; with masks,
-padded frames and tokens take no part in the attention or the means, so a zero-padded batch gives
-each utterance what it gives alone.
+`proj_bert`, `fc`). `research_logits` is the research code's forward pass, unmasked, for one
+utterance; `forward` is the served network: lengths and masks in, so that padded frames and tokens
+take no part in the attention or the means and a zero-padded batch gives each utterance what it
+gives alone.
 """
 
 import math
 
 import torch
 from torch import nn
+
+
+def sequence_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class TemporalGatedFusion(nn.Module):
@@ -58,16 +63,26 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class FusionHead(nn.Module):
     """Projects BERT features to the acoustic width, fuses both modalities, classifies."""
 
+    outputs = ("logits", "probabilities")
+    """What the served forward returns, in order."""
+
     def __init__(self, acoustic_dim: int = 1024, text_dim: int = 768, num_labels: int = 4):
         super().__init__()
         self.proj_bert = nn.Linear(text_dim, acoustic_dim)
         self.cmg = CrossModalGatedInteraction(acoustic_dim)
         self.fc = nn.Linear(2 * acoustic_dim, num_labels)
 
-    def forward(self, acoustic, text, acoustic_mask=None, text_mask=None) -> torch.Tensor:
+    def research_logits(self, acoustic, text, acoustic_mask=None, text_mask=None) -> torch.Tensor:
+        """The research forward pass; without masks exactly the research code's."""
         text = self.proj_bert(text)
         fused_acoustic, fused_text = self.cmg(acoustic, text, acoustic_mask, text_mask)
         pooled = torch.cat(
             [masked_mean(fused_acoustic, acoustic_mask), masked_mean(fused_text, text_mask)], dim=-1
         )
         return self.fc(pooled)
+
+    def forward(self, acoustic_features, acoustic_frames, text_features, attention_mask):
+        """The served network: padded batches with lengths and masks -> (logits, probabilities)."""
+        acoustic_mask = sequence_mask(acoustic_frames, acoustic_features.shape[1])
+        logits = self.research_logits(acoustic_features, text_features, acoustic_mask, attention_mask.bool())
+        return logits, torch.softmax(logits, dim=-1)

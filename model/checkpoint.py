@@ -1,22 +1,22 @@
-"""Research checkpoints: load them safely and split them into encoder and head weights.
+"""Research checkpoints: load them safely and split them into each network's weights.
 
 A checkpoint is the flat state_dict of the research EnhancedSERModel (`hubert.*`, `bert.*`,
-`cmg.*`, `proj_bert.*`, `fc.*`), possibly wrapped as `{"model_state_dict": ...}` or saved from
-DataParallel (`module.` prefixes). It is loaded with `weights_only=True`: no pickled code runs.
+`cmg.*`, `proj_bert.*`, `fc.*`; which network each prefix belongs to is in model.glossary),
+possibly wrapped as `{"model_state_dict": ...}` or saved from DataParallel (`module.` prefixes).
+It is loaded with `weights_only=True`: no pickled code runs.
 """
 
 from pathlib import Path
 
 import torch
 
-PARTS = {"hubert.": "acoustic", "bert.": "text", "cmg.": "head", "proj_bert.": "head", "fc.": "head"}
-"""Key prefix -> the component whose weights it holds. Head keys keep their prefix."""
+from model.errors import CheckpointError
+from model.glossary import NETWORKS
+
+TRAINED = tuple(network for network in NETWORKS if network.checkpoint_prefixes)
+"""The networks a research checkpoint holds (wav2vec2, the ASR, is not fine-tuned there)."""
 
 _WRAPPERS = ("model_state_dict", "state_dict")
-
-
-class CheckpointError(ValueError):
-    """The checkpoint does not match the model; the message names the offending keys."""
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -43,20 +43,20 @@ def normalise_state_dict(state, source: str = "checkpoint") -> dict:
 
 
 def split_state_dict(state: dict) -> dict[str, dict]:
-    """{"acoustic": HubertModel keys, "text": BertModel keys, "head": FusionHead keys}."""
-    parts: dict[str, dict] = {"acoustic": {}, "text": {}, "head": {}}
+    """Network name -> that network's keys (as its module names them)."""
+    parts: dict[str, dict] = {network.name: {} for network in TRAINED}
+    owners = {prefix: network for network in TRAINED for prefix in network.checkpoint_prefixes}
     unknown = []
     for key, value in state.items():
-        prefix = next((p for p in PARTS if key.startswith(p)), None)
+        prefix = next((p for p in owners if key.startswith(p)), None)
         if prefix is None:
             unknown.append(key)
-        elif PARTS[prefix] == "head":
-            parts["head"][key] = value
-        else:
-            parts[PARTS[prefix]][key[len(prefix):]] = value
+            continue
+        network = owners[prefix]
+        parts[network.name][key if network.keeps_prefix else key[len(prefix):]] = value
     if unknown:
         raise CheckpointError(
-            f"unexpected keys (not under {', '.join(PARTS)}): {_listing(unknown)}"
+            f"unexpected keys (not under {', '.join(owners)}): {_listing(unknown)}"
         )
     return parts
 
@@ -67,8 +67,8 @@ def _listing(keys, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def check_matches(module: torch.nn.Module, weights: dict, part: str, prefix: str = "") -> None:
-    """Raise naming every missing, unexpected or mis-shaped key of one component."""
+def check_matches(module: torch.nn.Module, weights: dict, network: str, prefix: str = "") -> None:
+    """Raise naming every missing, unexpected or mis-shaped key of one network."""
     expected = module.state_dict()
     optional = {k for k in expected if k.endswith("position_ids") or k == "masked_spec_embed"}
     missing = [prefix + k for k in expected if k not in weights and k not in optional]
@@ -83,16 +83,17 @@ def check_matches(module: torch.nn.Module, weights: dict, part: str, prefix: str
         if keys
     ]
     if problems:
-        raise CheckpointError(f"checkpoint does not fit the {part} model: " + "; ".join(problems))
+        raise CheckpointError(f"checkpoint does not fit the {network} network: " + "; ".join(problems))
 
 
 def apply_checkpoint(components, state: dict) -> None:
+    """Load every trained network's weights, after checking all of them (all or nothing)."""
     parts = split_state_dict(state)
-    targets = {"acoustic": (components.acoustic, "hubert."), "text": (components.text, "bert."),
-               "head": (components.head, "")}
-    for part, (module, prefix) in targets.items():
-        if not parts[part]:
-            raise CheckpointError(f"checkpoint has no {part} weights (no '{prefix or 'cmg.'}' keys)")
-        check_matches(module, parts[part], part, prefix)
-    for part, (module, _) in targets.items():
-        module.load_state_dict(parts[part], strict=False)
+    for network in TRAINED:
+        shown_prefix = "" if network.keeps_prefix else network.checkpoint_prefixes[0]
+        if not parts[network.name]:
+            raise CheckpointError(f"checkpoint has no {network.name} weights (no "
+                                  f"{' / '.join(repr(p) for p in network.checkpoint_prefixes)} keys)")
+        check_matches(getattr(components, network.name), parts[network.name], network.name, shown_prefix)
+    for network in TRAINED:
+        getattr(components, network.name).load_state_dict(parts[network.name], strict=False)

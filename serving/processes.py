@@ -1,0 +1,52 @@
+"""What /proc says about a server: its Python stub processes and resident memory."""
+
+import re
+from pathlib import Path
+
+STUB = b"triton_python_backend_stub"
+
+
+def memory_mib(pid: int) -> dict:
+    """Peak (VmHWM) and current (VmRSS) resident memory of one process, MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmHWM", "VmRSS")}
+    return {"peak_rss_mib": round(found["VmHWM"]), "rss_mib": round(found["VmRSS"])}
+
+
+def stubs(server_pid: int) -> dict[int, str]:
+    """pid -> model, for the Python stub processes a tritonserver started."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit():
+                continue
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int(re.search(rb"PPid:\s+(\d+)", (proc / "status").read_bytes()).group(1))
+        except (OSError, AttributeError):
+            continue
+        if parent == server_pid and arguments[0].endswith(STUB):
+            found[int(proc.name)] = Path(arguments[1].decode(errors="replace")).parent.parent.name
+    return found
+
+
+def shared_memory_files(server_pid: int, prefix: str) -> set[str]:
+    """The /dev/shm files whose names start with `prefix` that the server or its stubs have mapped."""
+    found = set()
+    for pid in [server_pid, *stubs(server_pid)]:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        found.update(re.findall(rf"/dev/shm/({re.escape(prefix)}\S*)", maps))
+    return found
+
+
+def server_memory(server_pid: int) -> dict[str, dict]:
+    """Resident memory of tritonserver and of each of its Python stubs ("stub:<model>"), MiB."""
+    processes = {"tritonserver": memory_mib(server_pid)}
+    for pid, model in stubs(server_pid).items():
+        try:
+            processes[f"stub:{model}"] = memory_mib(pid)
+        except (OSError, AttributeError):  # the stub exited meanwhile
+            continue
+    return processes

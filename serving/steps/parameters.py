@@ -1,0 +1,24 @@
+"""The config parameters the steps read: their keys, written by export.repository."""
+
+INPUT_ROLES = "input_roles"
+OUTPUT_ROLES = "output_roles"
+"""JSON {role: tensor name} of a Python step's inputs and outputs (roles: export.specs)."""
+
+# onnx_network (every network on the cpu target)
+ONNX_FILE = "onnx_file"
+INTRA_OP_THREADS = "intra_op_threads"
+PADDING_SLACK = "padding_slack"
+VALID_LENGTHS = "valid_lengths"
+"""JSON {output: the input or output that says how much of its variable axis is valid}."""
+
+# audio_input
+SAMPLE_RATE = "sample_rate"
+MIN_SAMPLES = "min_samples"
+MAX_AUDIO_SECONDS = "max_audio_seconds"
+
+# ctc_tokenize
+TOKENIZER_FILE = "tokenizer_file"
+CTC_VOCAB_FILE = "ctc_vocab_file"
+
+# emotion_label
+LABELS = "labels"

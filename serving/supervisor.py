@@ -1,0 +1,191 @@
+"""Process supervision of one bundled tritonserver: start, wait until ready, watch, stop.
+
+Start fails fast with one clear message (missing export, port in use, a model that fails to
+load) instead of hanging. A Python-backend step whose stub process dies (crash, OOM kill) stays
+"not healthy" in Triton until its model is reloaded: the server runs with explicit model control,
+and a watchdog notices a missing stub, says which model, and reloads it. Stopping shuts the
+server down cleanly and removes any shared memory its Python stubs leave behind.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.contract import ENSEMBLE
+from serving import bundled, processes, server_log
+from serving.ports import port_in_use
+
+SHM_PREFIX = "triton_python_backend_shm_"
+
+
+class ServerError(RuntimeError):
+    """The server could not be started; the message says why and what to do."""
+
+
+@dataclass
+class TritonServer:
+    repository: Path = Path("model_repository")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    startup_timeout: float = 120.0
+    log_path: Path | None = None
+    extra_args: list = field(default_factory=list)
+    watchdog_seconds: float | None = 2.0
+    """How often to look for dead Python stubs and reload their models; None: never."""
+
+    def __post_init__(self):
+        self.repository = Path(self.repository).resolve()
+        self.process: subprocess.Popen | None = None
+        self._work = tempfile.TemporaryDirectory(prefix="ser-triton-")
+        self.log_path = Path(self.log_path or Path(self._work.name) / "tritonserver.log")
+        self._shm_files: set[str] = set()
+        """The Python backend's shared-memory files this server mapped, removed when it stops
+        (a killed server leaves them behind); never another server's."""
+        self._stopping = threading.Event()
+        self.reloads: list[str] = []
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def check_can_start(self) -> None:
+        if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
+            raise ServerError(f"no exported model repository at {self.repository}: run `make export` "
+                              "(or `make export PRESET=tiny` offline) first")
+        for what, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
+            if port_in_use(self.host, port):
+                raise ServerError(f"{what} port {port} on {self.host} is already in use (another server "
+                                  "running?): stop it, or choose other ports (HTTP_PORT=, GRPC_PORT=, METRICS_PORT=)")
+
+    def command(self, backends: Path) -> list[str]:
+        return [
+            str(bundled.tritonserver_binary()),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", *bundled.CPU_FLAGS,
+            "--exit-on-error=true", "--strict-readiness=true",
+            "--model-control-mode=explicit", "--load-model=*",
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=16777216",
+            *self.extra_args,
+        ]
+
+    def start(self) -> "TritonServer":
+        self.check_can_start()
+        try:
+            backends = bundled.backend_directory(Path(self._work.name) / "backends")
+            command = self.command(backends)
+        except bundled.BundledServerMissing as error:
+            raise ServerError(str(error)) from None
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        env=bundled.server_environment(), start_new_session=True)
+        log.close()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self._note_shared_memory()
+        if self.watchdog_seconds:
+            self._stopping.clear()
+            threading.Thread(target=self._watch_stubs, name="stub-watchdog", daemon=True).start()
+        return self
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(server_log.failure_reason(
+                    f"tritonserver exited with code {self.process.returncode}", self.log_path))
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise ServerError(server_log.failure_reason(
+            f"tritonserver was not ready after {self.startup_timeout:.0f} s", self.log_path))
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def python_models(self) -> list[str]:
+        return sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt")
+                      if 'backend: "python"' in p.read_text())
+
+    def stubs(self) -> dict[int, str]:
+        """pid -> model, for this server's Python stub processes."""
+        return processes.stubs(self.process.pid)
+
+    def memory(self) -> dict[str, dict]:
+        """Resident memory of tritonserver and of each of its Python stubs ("stub:<model>"), MiB."""
+        return processes.server_memory(self.process.pid)
+
+    def reload(self, model: str) -> None:
+        for action in ("unload", "load"):
+            request = urllib.request.Request(
+                f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}", method="POST")
+            urllib.request.urlopen(request, timeout=120).close()
+
+    def _watch_stubs(self) -> None:
+        models = self.python_models()
+        while not self._stopping.wait(self.watchdog_seconds):
+            for model in sorted(set(models) - set(self.stubs().values())):
+                if self._stopping.is_set():
+                    return
+                print(f"serve: model '{model}' is unhealthy (its Python stub process exited); reloading it",
+                      file=sys.stderr, flush=True)
+                try:
+                    self.reload(model)
+                    self.reloads.append(model)
+                    print(f"serve: model '{model}' reloaded", file=sys.stderr, flush=True)
+                except OSError as error:
+                    print(f"serve: reloading model '{model}' failed: {error}", file=sys.stderr, flush=True)
+
+    def _note_shared_memory(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self._shm_files |= processes.shared_memory_files(self.process.pid, SHM_PREFIX)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._note_shared_memory()
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        for leftover in self._shm_files:
+            Path("/dev/shm", leftover).unlink(missing_ok=True)
+        self._shm_files = set()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self._work.cleanup()
