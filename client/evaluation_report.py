@@ -89,9 +89,9 @@ def markdown(summary: dict) -> str:
               _row(["gold \\ predicted", *LABELS]), _row(["---"] * (len(LABELS) + 1))]
     for label, counts, shares in zip(LABELS, confusion["counts"], confusion["normalized"]):
         lines.append(_row([label, *(f"{count} ({'-' if share is None else f'{share:.0%}'})" for count, share in zip(counts, shares))]))
-    lines += ["", f"## Skipped: {summary['n_skipped']}", ""]
+    lines += ["", f"## Skipped: {summary['n_skipped']}"]
     if summary["skipped"]:
-        lines += [_row(["reason", "rows"]), _row(["---"] * 2)]
+        lines += ["", _row(["reason", "rows"]), _row(["---"] * 2)]
         lines += [_row([reason, count]) for reason, count in summary["skipped"].items()]
         lines += ["", "Each skipped row and why: skipped.jsonl."]
     lines += ["", "## Throughput", "", f"- {served['name']}: {_throughput(summary['throughput'])}"]
