@@ -273,4 +273,5 @@ def read_iemocap(root: Path, sessions=None, excited: str = "happy") -> Dataset:
                     continue
                 utterances.append(Utterance(utterance_id, wav, normalise_label(code), transcripts.get(utterance_id),
                                             iemocap_speaker(utterance_id), str(number)))
-    return Dataset(_name(root.name, numbers if sessions is not None else ()), "iemocap", root, utterances, skipped)
+    name = _name(root.resolve().name, numbers if sessions is not None else ())
+    return Dataset(name, "iemocap", root, utterances, skipped)

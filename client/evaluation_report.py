@@ -88,7 +88,8 @@ def markdown(summary: dict) -> str:
     lines += ["", f"## Confusion ({served['name']}): rows gold, columns predicted; count (share of the row)", "",
               _row(["gold \\ predicted", *LABELS]), _row(["---"] * (len(LABELS) + 1))]
     for label, counts, shares in zip(LABELS, confusion["counts"], confusion["normalized"]):
-        lines.append(_row([label, *(f"{count} ({'-' if share is None else f'{share:.0%}'})" for count, share in zip(counts, shares))]))
+        cells = [f"{count} ({'-' if share is None else f'{share:.0%}'})" for count, share in zip(counts, shares)]
+        lines.append(_row([label, *cells]))
     lines += ["", f"## Skipped: {summary['n_skipped']}"]
     if summary["skipped"]:
         lines += ["", _row(["reason", "rows"]), _row(["---"] * 2)]

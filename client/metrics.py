@@ -227,11 +227,12 @@ def compare_systems(first: Sequence[dict], second: Sequence[dict], resamples: in
         raise ValueError(f"compare_systems needs the same utterances in the same order: {mismatched[0]} differ")
     n = len(first)
     char_edits, chars = _error_arrays([r["transcript"] for r in first], [r["transcript"] for r in second], "char")
+    pairs = list(zip(first, second))
     comparison = {
         "n_utterances": n,
-        "label_agreement": float(np.mean([a["predicted_label"] == b["predicted_label"] for a, b in zip(first, second)])),
+        "label_agreement": float(np.mean([a["predicted_label"] == b["predicted_label"] for a, b in pairs])),
         "transcript_agreement": float(np.mean([normalise_transcript(a["transcript"]) == normalise_transcript(b["transcript"])
-                                               for a, b in zip(first, second)])),
+                                               for a, b in pairs])),
         "transcript_cer": 0.0 if char_edits.sum() == 0 else _number(_ratio(char_edits.sum(), chars.sum())),
         "max_probability_diff": float(np.abs(_probability_matrix(first) - _probability_matrix(second)).max()),
         "delta": {},
