@@ -1,4 +1,4 @@
-# ser-triton: export the research model, serve it on Triton, classify audio, benchmark it.
+# ser-triton: export the research model, serve it on Triton, classify audio, evaluate, benchmark it.
 # Every target runs inside the project's virtualenv ($(VENV)), which `make setup` creates.
 
 PYTHON     ?= python3
@@ -15,12 +15,14 @@ METRICS_PORT ?= 8002
 EXPORT_ARGS ?=
 STEPS_ARGS ?=
 BENCH_ARGS ?=
+DATA       ?=
+EVALUATE_ARGS ?=
 PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-.PHONY: setup export steps serve demo test bench clean
+.PHONY: setup export steps serve demo evaluate test bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +44,10 @@ serve: setup
 
 demo: setup
 	$(PY) -m serving.demo $(MODEL_FLAGS) --repository $(REPOSITORY) $(PORT_FLAGS)
+
+evaluate: setup
+	@test -n "$(DATA)" || { echo "make evaluate: give the labelled data: DATA=manifest.csv (path,label[,text]) or DATA=IEMOCAP_full_release" >&2; exit 2; }
+	$(PY) client/evaluate.py $(DATA) $(EVALUATE_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,277 @@
+"""Labelled speech to evaluate on: a manifest (CSV, TSV, JSON lines) or an IEMOCAP release folder.
+
+    dataset = load_dataset("data/test.csv")                               # path,label[,text,speaker,session]
+    dataset = load_dataset("IEMOCAP_full_release", sessions=["5"])        # the 4-class setup, session 5
+
+Every row that cannot be used (a malformed row, a label outside the served classes, a missing
+audio file) becomes a `Skipped` entry with its reason; nothing is dropped silently and no row
+stops the others. Only a data set that cannot be read at all raises `DataError`.
+"""
+
+import csv
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.contract import LABELS
+
+
+class DataError(ValueError):
+    """The data set as a whole cannot be read; the message names it and says what to do."""
+
+
+@dataclass
+class Utterance:
+    id: str
+    path: Path
+    label: str  # one of LABELS
+    text: str | None = None  # reference transcript
+    speaker: str | None = None
+    session: str | None = None
+
+
+@dataclass
+class Skipped:
+    source: str  # where the row is: manifest line, or IEMOCAP utterance id
+    reason: str  # the kind of problem, counted in the summary
+    detail: str = ""  # this row's particulars
+    by_design: bool = False  # left out by the data set's setup (IEMOCAP's other categories), not a problem
+
+    def line(self) -> str:
+        return f"{self.source}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str  # "manifest" or "iemocap"
+    source: Path
+    utterances: list[Utterance]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def skipped_reasons(self) -> dict[str, int]:
+        return dict(Counter(s.reason for s in self.skipped).most_common())
+
+
+LABEL_SPELLINGS = {
+    "happy": ("hap", "happiness", "exc", "excited", "excitement", "joy"),
+    "sad": ("sadness",),
+    "angry": ("ang", "anger"),
+    "neutral": ("neu",),
+}
+"""Other ways data sets spell each served label (the label itself is always accepted)."""
+assert set(LABEL_SPELLINGS) == set(LABELS), "LABEL_SPELLINGS must cover exactly client.contract.LABELS"
+
+_LABEL_OF = {spelling: label for label, spellings in LABEL_SPELLINGS.items() for spelling in (label, *spellings)}
+
+IEMOCAP_CATEGORIES = {
+    "neu": "neutral", "hap": "happiness", "exc": "excited", "sad": "sadness", "ang": "anger",
+    "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
+    "xxx": "no majority",
+}
+"""IEMOCAP's category codes and what they mean (EmoEvaluation summary lines)."""
+
+
+def normalise_label(text: str) -> str | None:
+    """The served label a data set's spelling means (`neu`, `Neutral`, `exc`...), or None."""
+    return _LABEL_OF.get(text.strip().lower())
+
+
+def load_dataset(path: str | Path, sessions=None, excited: str = "happy") -> Dataset:
+    """A manifest file or an IEMOCAP release folder, told apart by what `path` is."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder: give a manifest (.csv, .tsv, .jsonl) or an IEMOCAP folder")
+    if path.is_dir():
+        return read_iemocap(path, sessions, excited)
+    return read_manifest(path, sessions)
+
+
+# Manifests ------------------------------------------------------------------------------------
+
+MANIFEST_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+REQUIRED_COLUMNS = ("path", "label")
+OPTIONAL_COLUMNS = ("text", "speaker", "session", "id")
+
+
+def _manifest_rows(path: Path, kind: str):
+    """(line number, row dict or a string saying why the line is not a row)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read the manifest ({error})") from None
+    if kind == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, f"not JSON ({error.msg})"
+                continue
+            yield number, row if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+        return
+    reader = csv.reader(text.splitlines(), delimiter="," if kind == "csv" else "\t")
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: the manifest is empty: it needs a header line with {', '.join(REQUIRED_COLUMNS)}")
+    columns = [name.strip().lower() for name in header]
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise DataError(f"{path}: the manifest has no {' or '.join(missing)} column "
+                        f"(its header: {', '.join(header)}): the columns are "
+                        f"{', '.join(REQUIRED_COLUMNS)}, optionally {', '.join(OPTIONAL_COLUMNS)}")
+    for fields in reader:
+        if not any(field.strip() for field in fields):
+            continue
+        if len(fields) != len(columns):
+            yield reader.line_num, f"{len(fields)} fields where the header has {len(columns)}"
+            continue
+        yield reader.line_num, dict(zip(columns, fields))
+
+
+def _field(row: dict, name: str) -> str | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def _name(stem: str, sessions) -> str:
+    """The data set's name (the default output folder): file or folder name, and the sessions picked."""
+    return stem + "".join(f"-session{session}" for session in sessions)
+
+
+def _session_filter(sessions) -> set[str] | None:
+    return None if sessions is None else {str(session).strip() for session in sessions}
+
+
+def read_manifest(path: Path, sessions=None) -> Dataset:
+    """Rows with `path` and `label` (and optionally `text`, `speaker`, `session`, `id`).
+
+    Relative paths resolve against the manifest's folder. `sessions` keeps the rows whose
+    `session` is one of them.
+    """
+    kind = MANIFEST_FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: not a manifest: name it .csv, .tsv or .jsonl (columns "
+                        f"{', '.join(REQUIRED_COLUMNS)}, optionally {', '.join(OPTIONAL_COLUMNS)}), "
+                        f"or give an IEMOCAP release folder")
+    wanted = _session_filter(sessions)
+    utterances, skipped, sessions_seen = [], [], set()
+    for number, row in _manifest_rows(path, kind):
+        source = f"{path.name}:{number}"
+        if isinstance(row, str):
+            skipped.append(Skipped(source, "malformed row", row))
+            continue
+        row = {str(key).strip().lower(): value for key, value in row.items()}
+        audio, spelling, session = _field(row, "path"), _field(row, "label"), _field(row, "session")
+        if audio is None or spelling is None:
+            skipped.append(Skipped(source, "malformed row", f"no {'path' if audio is None else 'label'}"))
+            continue
+        sessions_seen.add(session)
+        if wanted is not None and session not in wanted:
+            continue
+        label = normalise_label(spelling)
+        if label is None:
+            skipped.append(Skipped(source, "unknown label",
+                                   f"{spelling!r} is none of {', '.join(LABELS)} or their usual spellings"))
+            continue
+        file = path.parent / audio
+        if not file.is_file():
+            skipped.append(Skipped(source, "missing audio file", str(file)))
+            continue
+        utterances.append(Utterance(_field(row, "id") or audio, file, label, _field(row, "text"),
+                                    _field(row, "speaker"), session))
+    if wanted is not None and sessions_seen <= {None}:
+        raise DataError(f"{path}: --sessions needs a session column in the manifest, and it has none")
+    return Dataset(_name(path.stem, sorted(wanted or ())), "manifest", path, utterances, skipped)
+
+
+# IEMOCAP --------------------------------------------------------------------------------------
+
+FOUR_CLASS_CODES = ("neu", "hap", "exc", "sad", "ang")
+"""The research setup's 4 classes: happy and excited merged into happy; every other code left out."""
+
+_SESSION_FOLDER = re.compile(r"Session(\d+)")
+_SUMMARY_LINE = re.compile(r"\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(\S+)\t(\S+)\t")
+_TRANSCRIPT_LINE = re.compile(r"(\S+)\s*\[[\d.]+\s*-\s*[\d.]+\]:\s?(.*)")
+_UTTERANCE_ID = re.compile(r"(Ses\d+)[FM]_.+_([FM])[^_]*")
+
+
+def iemocap_labels(path: Path) -> list[tuple[str, str]]:
+    """(utterance id, category code) from an EmoEvaluation file's tab-separated summary lines.
+
+    The `%` header and the annotators' own lines (`C-E1:`, `A-E2:`...) are not summary lines.
+    """
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [match.groups() for line in lines if (match := _SUMMARY_LINE.match(line))]
+
+
+def iemocap_transcripts(path: Path) -> dict[str, str]:
+    """Utterance id -> transcript, from a dialog's transcription file (none when it is missing)."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return {match[1]: match[2].strip() for line in lines if (match := _TRANSCRIPT_LINE.fullmatch(line.strip()))}
+
+
+def iemocap_speaker(utterance_id: str) -> str | None:
+    """The speaking actor: session and gender (`Ses01F_impro01_M013` -> `Ses01M`)."""
+    match = _UTTERANCE_ID.fullmatch(utterance_id)
+    return match and match[1] + match[2]
+
+
+def _iemocap_session_folders(root: Path) -> dict[int, Path]:
+    return {int(match[1]): folder for folder in root.iterdir()
+            if folder.is_dir() and (match := _SESSION_FOLDER.fullmatch(folder.name))}
+
+
+def _wanted_sessions(root: Path, found: dict[int, Path], sessions) -> list[int]:
+    if sessions is None:
+        return sorted(found)
+    wanted = []
+    for session in _session_filter(sessions):
+        match = re.fullmatch(r"(?:Session)?0*(\d+)", session)
+        if match is None or int(match[1]) not in found:
+            raise DataError(f"--sessions {session}: {root} has sessions {', '.join(map(str, sorted(found)))}")
+        wanted.append(int(match[1]))
+    return sorted(wanted)
+
+
+def read_iemocap(root: Path, sessions=None, excited: str = "happy") -> Dataset:
+    """The IEMOCAP release as distributed, in the 4-class setup (`excited="drop"`: happy is hap only)."""
+    found = _iemocap_session_folders(root)
+    if not found:
+        raise DataError(f"{root}: a folder without Session1..Session5 subfolders: give the IEMOCAP release "
+                        f"folder as distributed, or a manifest file (.csv, .tsv, .jsonl)")
+    numbers = _wanted_sessions(root, found, sessions)
+    kept = [code for code in FOUR_CLASS_CODES if not (code == "exc" and excited == "drop")]
+    utterances, skipped = [], []
+    for number in numbers:
+        folder = found[number]
+        evaluations = folder / "dialog" / "EmoEvaluation"
+        if not evaluations.is_dir():
+            raise DataError(f"{evaluations}: missing: is {root} the IEMOCAP release folder as distributed?")
+        for label_file in sorted(evaluations.glob("*.txt")):
+            if label_file.name.startswith("._"):  # macOS metadata files found in some copies
+                continue
+            dialog = label_file.stem
+            transcripts = iemocap_transcripts(folder / "dialog" / "transcriptions" / label_file.name)
+            for utterance_id, code in iemocap_labels(label_file):
+                if code not in kept:
+                    meaning = IEMOCAP_CATEGORIES.get(code, "not an IEMOCAP category")
+                    skipped.append(Skipped(utterance_id, f"IEMOCAP category {code} ({meaning}) is left out",
+                                           by_design=True))
+                    continue
+                wav = folder / "sentences" / "wav" / dialog / f"{utterance_id}.wav"
+                if not wav.is_file():
+                    skipped.append(Skipped(utterance_id, "missing audio file", str(wav)))
+                    continue
+                utterances.append(Utterance(utterance_id, wav, normalise_label(code), transcripts.get(utterance_id),
+                                            iemocap_speaker(utterance_id), str(number)))
+    name = _name(root.resolve().name, numbers if sessions is not None else ())
+    return Dataset(name, "iemocap", root, utterances, skipped)
