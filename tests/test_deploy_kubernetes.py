@@ -10,9 +10,11 @@ import kubernetes_validate
 import promql_parser
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
 from client.contract import ENSEMBLE
+from serving.launcher import TritonServer
 from tests.deploy_helpers import (
     DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, find, flags, render, server_ports,
     tritonserver_default_ports, tritonserver_flags,
@@ -168,8 +170,6 @@ def test_probes_use_triton_health_endpoints_and_allow_minutes_to_load(name):
 
 def test_the_cpu_launcher_waits_as_long_as_the_startup_probe():
     """The CPU image's launcher gives up on a server that is not ready after --timeout seconds."""
-    from dockerfile_parse import DockerfileParser
-
     command = yaml.safe_load(DockerfileParser(str(DOCKERFILES["cpu"])).cmd)
     timeout = float(command[command.index("--timeout") + 1])
     assert timeout >= probe_budget_seconds(server_container(overlay("cpu"))["startupProbe"])
@@ -182,8 +182,6 @@ def test_strict_readiness_everywhere_tritonserver_runs():
         if "args" in container:
             assert flags(container["args"])["--strict-readiness"] == "true"
             assert container["args"][0] == "tritonserver" and set(flags(container["args"])) <= tritonserver_flags()
-    from serving.launcher import TritonServer
-
     assert "--strict-readiness=true" in TritonServer().command(backends=DEPLOY)
 
 
@@ -346,8 +344,6 @@ def test_every_variable_the_containers_expand_is_defined(name):
 
 def test_cpu_overlays_serve_the_directory_the_cpu_image_reads():
     """The CPU image's launcher reads --repository /models: the cpu overlays put the repository there."""
-    from dockerfile_parse import DockerfileParser
-
     command = yaml.safe_load(DockerfileParser(str(DOCKERFILES["cpu"])).cmd)
     directory = command[command.index("--repository") + 1]
     for name in OVERLAYS:
