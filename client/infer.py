@@ -49,7 +49,9 @@ def parse_args(argv):
                         help="audio files, directories (searched recursively), or - for stdin")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--url", help=f"server host:port (default {DEFAULT_URLS['grpc']} for grpc, "
-                                      f"{DEFAULT_URLS['http']} for http)")
+                                      f"{DEFAULT_URLS['http']} for http); over grpc also a gRPC target such "
+                                      "as dns:///ser-triton-headless:8001, whose addresses get the requests "
+                                      "in turn (round robin)")
     parser.add_argument("--protocol", choices=sorted(DEFAULT_URLS), default="grpc")
     parser.add_argument("--concurrency", type=positive(int), default=4, help="requests in flight (default 4)")
     parser.add_argument("--timeout", type=positive(float), default=60.0, metavar="SECONDS",

@@ -3,12 +3,14 @@
 import http.client
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from client.audio import load_audio, prepare
@@ -33,14 +35,29 @@ class ServerUnreachable(ClientError):
     """No connection to the server, even after retrying."""
 
 
-def _host_port(url: str) -> str:
-    """Triton clients take host:port; a pasted http:// or grpc:// prefix is dropped."""
+GRPC_RESOLVERS = ("dns", "ipv4", "ipv6", "unix")
+"""gRPC target schemes (dns:///name:port, ipv4:a:p,b:q, ...): names that may stand for several servers."""
+
+ROUND_ROBIN = {"grpc.lb_policy_name": "round_robin"}
+"""The default gRPC channel options' policy: requests rotate over every address the target resolves
+to (the pods behind a headless Service, say), not over connections; one address works as before."""
+
+
+def _target(url: str, protocol: str) -> str:
+    """host:port for the Triton clients (a pasted http:// or grpc:// prefix is dropped); over gRPC
+    also a gRPC target such as dns:///ser-triton-headless:8001, passed on as it is."""
     scheme, separator, rest = url.partition("://")
-    if not separator:
+    if separator and scheme in ("http", "grpc"):
+        return rest.rstrip("/")
+    if url.partition(":")[0] in GRPC_RESOLVERS:
+        if protocol != "grpc":
+            raise ValueError(f"{url!r} is a gRPC target: use it with the grpc protocol, or give the http "
+                             f"protocol one host:port (like {DEFAULT_URLS['http']}, or a load balancer's)")
         return url
-    if scheme not in ("http", "grpc"):
-        raise ValueError(f"give the server as host:port (like {DEFAULT_URLS['grpc']}), not {url!r}")
-    return rest.rstrip("/")
+    if separator:
+        raise ValueError(f"give the server as host:port (like {DEFAULT_URLS['grpc']}) or as a gRPC target "
+                         f"(like dns:///ser-triton-headless:8001), not {url!r}")
+    return url
 
 
 def _read(source, sample_rate: int | None) -> tuple[np.ndarray, str]:
@@ -62,17 +79,24 @@ class SERClient:
     """One connection to the server. Not thread-safe: classify_many makes its own per request."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
-                 window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0):
+                 window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
+                 grpc_options: Mapping[str, object] | None = None):
+        """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
+        address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
+        overriding) this client's: unlimited message sizes and the round_robin policy."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         self.protocol = protocol
-        self.url = _host_port(url or DEFAULT_URLS[protocol])
+        if grpc_options and protocol != "grpc":
+            raise ValueError("grpc_options are gRPC channel arguments: use them with the grpc protocol")
+        self.url = _target(url or DEFAULT_URLS[protocol], protocol)
         self.timeout = timeout
         self.window_seconds = window_seconds
         self.retries = retries
         self.backoff = backoff
+        self.grpc_options = dict(grpc_options or {})
         self._module = grpcclient if protocol == "grpc" else httpclient
         self._triton = None
 
@@ -88,12 +112,22 @@ class SERClient:
             self._triton = None
 
     def _clone(self) -> "SERClient":
-        return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff)
+        return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff,
+                         self.grpc_options)
+
+    def channel_arguments(self) -> list[tuple[str, object]]:
+        """What the gRPC channel is opened with: the defaults below, then `grpc_options`."""
+        return list({
+            "grpc.max_send_message_length": MAX_GRPC_MESSAGE_SIZE,
+            "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_SIZE,
+            **ROUND_ROBIN,
+            **self.grpc_options,
+        }.items())
 
     def _connection(self):
         if self._triton is None:
             if self.protocol == "grpc":
-                self._triton = grpcclient.InferenceServerClient(self.url)
+                self._triton = grpcclient.InferenceServerClient(self.url, channel_args=self.channel_arguments())
             else:
                 self._triton = httpclient.InferenceServerClient(
                     self.url, connection_timeout=self.timeout, network_timeout=self.timeout

@@ -9,6 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.audio import AudioError
 from client.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT
+from client import library
 from client.library import ClientError, SERClient, ServerUnreachable
 from client.result import combine, make_segment, segment_bounds
 
@@ -182,3 +183,57 @@ def test_ready_and_bad_settings(triton):
 def test_ready_is_false_without_a_server():
     assert not SERClient("127.0.0.1:1").ready()
     assert not SERClient("127.0.0.1:1", protocol="http").ready()
+
+
+class RecordingChannels:
+    """Stands in for tritonclient.grpc.InferenceServerClient: records each channel's target and arguments."""
+
+    def __init__(self):
+        self.opened = []
+        self.lock = threading.Lock()
+
+    def __call__(self, url, channel_args=None, **kwargs):
+        with self.lock:
+            self.opened.append((url, dict(channel_args)))
+        return FakeTriton()
+
+
+@pytest.fixture
+def channels(monkeypatch):
+    recording = RecordingChannels()
+    monkeypatch.setattr(library.grpcclient, "InferenceServerClient", recording)
+    return recording
+
+
+def test_grpc_channels_balance_round_robin_with_unlimited_messages(channels):
+    SERClient("127.0.0.1:8001").classify(tone(1.0), sample_rate=SAMPLE_RATE)
+    [(url, arguments)] = channels.opened
+    assert url == "127.0.0.1:8001"
+    assert arguments["grpc.lb_policy_name"] == "round_robin"
+    assert arguments["grpc.max_send_message_length"] == arguments["grpc.max_receive_message_length"] == 2**31 - 1
+
+
+def test_grpc_options_add_to_and_override_the_defaults_in_every_channel(channels):
+    options = {"grpc.lb_policy_name": "pick_first", "grpc.keepalive_time_ms": 10_000}
+    client = SERClient("dns:///ser-triton-headless.ser.svc.cluster.local:8001", grpc_options=options)
+    client.classify_many([tone(1.0)] * 3, concurrency=2, sample_rate=SAMPLE_RATE)  # a channel per item
+    assert len(channels.opened) == 3
+    for url, arguments in channels.opened:
+        assert url == "dns:///ser-triton-headless.ser.svc.cluster.local:8001"
+        assert arguments["grpc.lb_policy_name"] == "pick_first" and arguments["grpc.keepalive_time_ms"] == 10_000
+        assert arguments["grpc.max_receive_message_length"] == 2**31 - 1
+
+
+@pytest.mark.parametrize("target", ["dns:///ser-triton-headless:8001", "dns://10.0.0.10/ser:8001",
+                                    "ipv4:10.0.0.1:8001,10.0.0.2:8001", "ipv6:[::1]:8001", "unix:///run/triton.sock"])
+def test_grpc_targets_are_kept_as_given(target):
+    assert SERClient(target).url == target
+
+
+def test_grpc_only_settings_are_refused_over_http():
+    with pytest.raises(ValueError, match="gRPC target: use it with the grpc protocol"):
+        SERClient("dns:///ser-triton-headless:8000", protocol="http")
+    with pytest.raises(ValueError, match="grpc_options .* grpc protocol"):
+        SERClient("127.0.0.1:8000", protocol="http", grpc_options={"grpc.lb_policy_name": "round_robin"})
+    with pytest.raises(ValueError, match="gRPC target"):
+        SERClient("xds:///ser:8001")

@@ -99,7 +99,7 @@ def test_a_bad_url_is_one_line():
 
 def test_evaluating_without_reference_imports_no_ml_stack():
     code = ("import sys\nfrom client.evaluate import main\nmain(['tests/data/labelled.csv', '--url', '127.0.0.1:1', "
-            "'--retries', '0'])\nprint(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'export') "
+            "'--retries', '0'])\nprint(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'export', 'model') "
             "if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert "cannot reach the SER server" in run.stderr

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# The CPU image: the same bundled Triton server as `make serve` (the nvidia-pytriton wheel's
+# tritonserver, Python-backend steps running ONNX Runtime), started by the project's launcher on
+# all interfaces. Serves a repository exported with the default TARGET=cpu.
+#
+#   docker build -f deploy/docker/cpu.Dockerfile -t ser-triton-cpu .
+#   docker run --rm --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 \
+#     -v "$PWD/model_repository:/models:ro" ser-triton-cpu
+#
+# The model repository is not in the image: mount it at /models (a volume, or a directory that an
+# init container filled from object storage; see deploy/kubernetes).
+# The wheel's server needs glibc >= 2.35: Debian bookworm has 2.36.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+# .dockerignore admits only the installable project
+COPY . /src
+RUN /opt/venv/bin/pip install "/src[serve]"
+
+FROM ${PYTHON_IMAGE}
+# tini reaps the Python stubs that a crashed tritonserver leaves to PID 1 and forwards SIGTERM
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --user-group --create-home --home-dir /home/ser ser
+COPY --from=build /opt/venv /opt/venv
+# The Python stubs find their packages through the first python3 on PATH: the venv's
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+USER 10001:10001
+WORKDIR /home/ser
+EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
+ENTRYPOINT ["tini", "--", "python", "-m", "serving.launcher"]
+# --timeout: models that load for minutes; the log goes to /tmp (writable with a read-only root)
+CMD ["--host", "0.0.0.0", "--repository", "/models", "--timeout", "600", "--log-file", "/tmp/tritonserver.log"]

@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# The GPU image: NVIDIA's Triton container (server 2.51.0, native onnxruntime and tensorrt
+# backends) plus what the ensemble's Python-backend steps import, from the project's `steps`
+# extra. Serves a repository exported with TARGET=onnxruntime or TARGET=tensorrt.
+#
+#   docker build -f deploy/docker/gpu.Dockerfile -t ser-triton-gpu .
+#   docker run --rm --gpus all --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 \
+#     -v "$PWD/model_repository:/models:ro" ser-triton-gpu
+#   docker run ... ser-triton-gpu tritonserver --model-repository=s3://bucket/model_repository ...
+#
+# The model repository is not in the image: mount it at /models, or give tritonserver an s3://,
+# gs:// or as:// repository, which it reads natively (credentials from the environment).
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+FROM ${TRITON_IMAGE}
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# .dockerignore admits only the installable project
+COPY . /src
+RUN python3 -m pip install "/src[steps]" \
+    && useradd --uid 10001 --user-group --create-home --home-dir /home/ser ser
+ENV PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+WORKDIR /home/ser
+EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
+# The base image's entrypoint (/opt/nvidia/nvidia_entrypoint.sh) runs this command.
+CMD ["tritonserver", "--model-repository=/models", "--strict-readiness=true", "--exit-on-error=true"]
