@@ -150,8 +150,8 @@ def third_party_imports(modules) -> set[str]:
             continue
         seen.add(module)
         for node in ast.walk(ast.parse((steps / f"{module}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                pending.append(node.module)
+            if isinstance(node, ast.ImportFrom) and node.level:  # from .x import y / from . import x
+                pending.extend([node.module] if node.module else [a.name for a in node.names])
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                 found |= {n.split(".")[0] for n in names} - set(sys.stdlib_module_names)

@@ -93,8 +93,8 @@ def test_bad_arguments_are_usage_errors(args):
 def test_a_bad_url_is_one_line():
     run = evaluate(LABELLED, "--url", "https://example:8001")
     assert run.returncode == 2
-    assert error_lines(run) == ["--url/--compare: give the server as host:port (like 127.0.0.1:8001), "
-                                "not 'https://example:8001'"]
+    assert error_lines(run) == ["--url/--compare: give the server as host:port (like 127.0.0.1:8001) or as a "
+                                "gRPC target (like dns:///ser-triton-headless:8001), not 'https://example:8001'"]
 
 
 def test_evaluating_without_reference_imports_no_ml_stack():
