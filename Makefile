@@ -6,6 +6,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PRESET     ?= pretrained
 TARGET     ?= cpu
+PRECISION  ?= fp32
 CHECKPOINT ?=
 REPOSITORY ?= model_repository
 HOST       ?= 127.0.0.1
@@ -34,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 export: setup
-	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --out $(REPOSITORY) $(EXPORT_ARGS)
+	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --precision $(PRECISION) --out $(REPOSITORY) $(EXPORT_ARGS)
 
 steps: setup
 	$(PY) -m export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)

@@ -1,19 +1,23 @@
-"""`make bench`: the served `ser` ensemble against the plain PyTorch pipeline, on the same utterances.
+"""`make bench`: the served `ser` ensemble against the PyTorch pipeline, on the same utterances.
 
-    python -m bench                    # full run: 40 utterances, fp32 and int8, writes bench/results/
+    python -m bench                    # full run: 40 utterances, every precision variant, writes bench/results/
     python -m bench --quick            # a few minutes (once the exports exist): 12 utterances
     python -m bench --preset tiny --quick --out /tmp/results --work /tmp/work     # what the test runs
 
-1. workload: seeded espeak-ng utterances, IEMOCAP-like lengths (bench/workload.py), cached;
-2. baseline: model.reference.ResearchPipeline, PyTorch eager, one utterance at a time, 2 threads;
-3. for each variant (fp32, int8): `python -m export --preset P --precision X` into the work folder
-   (reused while the export code and arguments are unchanged), the bundled tritonserver on free
-   loopback ports, perf_analyzer at each concurrency over gRPC, then the client library end to
-   end, and the server's peak memory;
-4. bench/results/summary.json, summary.md and throughput_latency.png.
+1. workload: seeded utterances with IEMOCAP-like lengths (bench/workload.py), cached;
+2. PyTorch: model.reference.ResearchPipeline one utterance at a time, 2 threads, in each variant this
+   CPU supports (bench/baseline.py: eager fp32, bf16 autocast, torch.compile, PyTorch int8);
+3. for each served variant (export.precision: fp32, int8, int8-static, bf16 where the CPU has it,
+   auto): `python -m export --precision X`, calibrated and judged on the workload, into the work
+   folder (reused while the export code and arguments are unchanged), the bundled tritonserver on
+   free loopback ports, perf_analyzer at each concurrency over gRPC, the client library end to end
+   (whose answers give the variant's drift from fp32), and the server's peak memory;
+4. this CPU's GEMM rate per precision (bench/ceilings.py) and each variant's share of its ceiling;
+5. bench/results/summary.json, summary.md and throughput_latency.png.
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,13 +30,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import report, served
+from bench import ceilings, report, served
+from bench import drift as drift_of
+from bench.baseline import BASELINE_VARIANT, PYTORCH_VARIANTS, unavailable
 from bench.workload import WORK, load_or_make
+from export.cpu_features import cpu_flags, has_bf16, isa
+from export.precision import PRECISIONS
 from serving import perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("fp32", "int8")
+ISA = isa(cpu_flags())
+VARIANTS = ("fp32", "int8", "int8-static") + (("bf16",) if has_bf16(ISA) else ()) + ("auto",)
+"""The served variants measured by default on this CPU (bf16 only where the hardware runs it)."""
 STAMP = "bench_export.json"
 EXPORT_ARGS = ""
 """The default deployment of `make export` is what is measured: dynamic batching up to 8 with no
@@ -40,9 +50,7 @@ added delay, requests batched together only while zero padding adds at most 25% 
 mixed lengths to the longest cost 13% audio-s/s at concurrency 4 in int8 when it was unbounded),
 one ONNX Runtime thread per network (the two encoders run in parallel, one per core; 2 threads
 each measured the same or worse). `--export-args` measures other settings."""
-GFLOP_PER_AUDIO_SECOND = 75.0
-"""HuBERT-large + wav2vec2-large (~36 GFLOP per audio-second each) + BERT-base on ~15 tokens:
-shared/reference/physics.md. Random-weight transcripts are longer, so this is a lower bound."""
+GFLOP_PER_AUDIO_SECOND = sum(ceilings.GFLOP_PER_AUDIO_SECOND.values())
 log = logging.getLogger("bench")
 
 
@@ -52,7 +60,11 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="fewer utterances, one round per level")
     parser.add_argument("--preset", choices=("full-random", "tiny"), default="full-random",
                         help="model size (full-random: full-size networks with random weights)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: fp32,int8")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated served variants, of {', '.join(PRECISIONS)} (default {','.join(VARIANTS)})")
+    parser.add_argument("--pytorch-variants", default=None,
+                        help=f"comma-separated, of {', '.join(PYTORCH_VARIANTS)} (default: all; quick: "
+                             f"{BASELINE_VARIANT}); those this CPU cannot run are skipped, with the reason in the summary")
     parser.add_argument("--concurrency", default="1,2,4,8", help="perf_analyzer concurrency levels")
     parser.add_argument("--client-concurrency", default=None,
                         help="client-library concurrency levels (default 1,4; quick: 4)")
@@ -73,9 +85,14 @@ def parse_args(argv):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
-    unknown = set(args.variants) - set(VARIANTS)
+    unknown = set(args.variants) - set(PRECISIONS)
     if unknown:
-        parser.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
+        parser.error(f"unknown variants {sorted(unknown)}: choose from {', '.join(PRECISIONS)}")
+    args.pytorch_variants = [v for v in (args.pytorch_variants or (BASELINE_VARIANT if args.quick else ",".join(
+        PYTORCH_VARIANTS))).split(",") if v]
+    unknown = set(args.pytorch_variants) - set(PYTORCH_VARIANTS)
+    if unknown or BASELINE_VARIANT not in args.pytorch_variants:
+        parser.error(f"--pytorch-variants: choose from {', '.join(PYTORCH_VARIANTS)}, {BASELINE_VARIANT} included")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.client_concurrency = [int(c) for c in (args.client_concurrency or ("4" if args.quick else "1,4")).split(",") if c]
     args.utterances = args.utterances or (12 if args.quick else 40)
@@ -94,7 +111,7 @@ def _fingerprint(command: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_export(variant: str, args, progress) -> dict:
+def ensure_export(variant: str, args, workload, progress) -> dict:
     """The variant's model repository, exported unless a current one is there; its export report.
 
     The export runs as `python -m export`, in a process of its own, so that the peak memory its
@@ -103,6 +120,8 @@ def ensure_export(variant: str, args, progress) -> dict:
     repository = args.work / f"repo_{variant}{suffix}"
     command = [sys.executable, "-m", "export", "--preset", args.preset, "--out", str(repository),
                "--precision", variant, *args.export_args.split()]
+    if variant != "fp32":  # calibrated and judged on the whole workload
+        command += ["--calibration-audio", str(workload.directory)]
     stamp = repository / STAMP
     fingerprint = _fingerprint(command[2:])
     current = (repository / "export_report.json").is_file() and (
@@ -163,35 +182,40 @@ def export_summary(export: dict) -> dict:
     }
 
 
-def drift_summary(export: dict) -> dict | None:
-    optimization = export["report"].get("optimization", {})
-    if optimization.get("precision", "fp32") == "fp32":
+def precision_summary(export: dict) -> dict | None:
+    """What the export chose per network and the drift it measured on the workload."""
+    choice = export["report"].get("precision_choice")
+    if not choice:
         return None
-    networks = optimization.get("networks", {})
     return {
-        "against": "the fp32 export (ONNX Runtime), on the export's parity utterances",
-        "chain": optimization.get("chain_drift_vs_fp32", {}),
-        "min_cosine": {n: round(min(o["min_cosine"] for o in e["int8_vs_fp32"].values()), 6)
-                       for n, e in networks.items() if "int8_vs_fp32" in e},
-        "max_abs_diff": {n: max(o["max_abs_diff"] for o in e["int8_vs_fp32"].values())
-                         for n, e in networks.items() if "int8_vs_fp32" in e},
+        "chosen": {name: entry["chosen"] for name, entry in choice["networks"].items()},
+        "serving": {name: ceilings.serving_key(entry["candidates"][entry["chosen"]]["variant"])
+                    for name, entry in choice["networks"].items()},
+        "export_drift_on_workload": choice["chain_drift_vs_fp32"],
+        "export_within_limits": choice["within_limits"],
+        "candidates_seconds": {name: {v: c.get("seconds") for v, c in entry["candidates"].items()}
+                               for name, entry in choice["networks"].items()},
     }
 
 
 # ---------------------------------------------------------------- the run
 
 
-def run_baseline(args, workload_root: Path) -> dict:
-    out = args.work / f"baseline-{args.preset}-n{args.utterances}.json"
+def run_pytorch(variant: str, args, workload_root: Path) -> dict:
+    """One PyTorch variant over the workload, in a process of its own (bench/baseline.py)."""
+    out = args.work / f"pytorch-{variant}-{args.preset}-n{args.utterances}.json"
     if not (args.skip_baseline and out.is_file()):
         command = [sys.executable, "-m", "bench.baseline", "--utterances", str(args.utterances), "--seed",
-                   str(args.seed), "--workload-root", str(workload_root), "--preset", args.preset, "--out", str(out)]
+                   str(args.seed), "--workload-root", str(workload_root), "--preset", args.preset,
+                   "--variant", variant, "--out", str(out)]
         if args.no_progress:
             command.append("--no-progress")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
         done = subprocess.run(command, cwd=ROOT, env=env)
         if done.returncode != 0:
-            raise SystemExit(f"bench: the PyTorch baseline failed (rc {done.returncode})")
+            if variant == BASELINE_VARIANT:
+                raise SystemExit(f"bench: the PyTorch baseline failed (rc {done.returncode})")
+            return {"failed": f"python -m bench.baseline --variant {variant} exited with {done.returncode}"}
     return json.loads(out.read_text())
 
 
@@ -212,7 +236,8 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
         levels = served.measure_perf_analyzer(server, analyzer, workload, args.concurrency,
                                               args.rounds * len(workload.utterances), directory,
                                               progress=not args.no_progress)
-        client = served.measure_client(server, workload, args.client_concurrency, progress=not args.no_progress)
+        client, answers = served.measure_client(server, workload, args.client_concurrency,
+                                                progress=not args.no_progress)
         memory = served.server_memory(server)
     return {
         "description": f"`ser` ensemble ({variant}) on tritonserver 2.51.0 (Python backend + ONNX Runtime), "
@@ -223,8 +248,8 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
         "client": client,
         "server_memory": memory,
         "export": export_summary(export),
-        **({"drift": drift} if (drift := drift_summary(export)) else {}),
-    }
+        **({"precision": chosen} if (chosen := precision_summary(export)) else {}),
+    }, drift_of.records(answers)
 
 
 def main(argv=None) -> int:
@@ -232,8 +257,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     load_before = report.load_average()
-    stages = ["workload", "perf_analyzer", "baseline"] + [f"{v}: export" for v in args.variants] + \
-             [f"{v}: serve + measure" for v in args.variants] + ["report"]
+    stages = ["workload", "perf_analyzer"] + [f"pytorch {v}" for v in args.pytorch_variants] + \
+             [f"{v}: export" for v in args.variants] + [f"{v}: serve + measure" for v in args.variants] + \
+             ["ceilings", "report"]
     progress = tqdm(stages, desc="bench", unit="stage", file=sys.stderr, disable=args.no_progress)
     stage = iter(progress)
 
@@ -247,19 +273,33 @@ def main(argv=None) -> int:
     next(stage)
     analyzer = perf_analyzer.install(args.tools)
 
-    next(stage)
-    baseline = run_baseline(args, workload_root)
+    pytorch, skipped = {}, {}
+    for variant in args.pytorch_variants:
+        next(stage)
+        reason = unavailable(variant, ISA)
+        if reason:
+            skipped[variant] = reason
+            continue
+        pytorch[variant] = run_pytorch(variant, args, workload_root)
+        if "failed" in pytorch[variant]:
+            skipped[variant] = pytorch.pop(variant)["failed"]
 
     exports = {}
     for variant in args.variants:
         next(stage)
-        exports[variant] = ensure_export(variant, args, progress)
+        exports[variant] = ensure_export(variant, args, workload, progress)
 
-    systems = {report.BASELINE: baseline}
+    systems = {report.BASELINE: pytorch[BASELINE_VARIANT]}
+    answers = {}
     for variant in args.variants:
         next(stage)
         progress.set_postfix_str(variant)
-        systems[variant] = run_variant(variant, exports[variant], workload, analyzer, args)
+        systems[variant], answers[variant] = run_variant(variant, exports[variant], workload, analyzer, args)
+
+    next(stage)
+    serving = {variant: systems[variant].get("precision", {}).get(
+        "serving", {name: "fp32" for name in ceilings.GFLOP_PER_AUDIO_SECOND}) for variant in args.variants}
+    rates = ceilings.gemm_rates({key for keys in serving.values() for key in keys.values()} | {"fp32"})
 
     next(stage)
     summary = {
@@ -267,33 +307,35 @@ def main(argv=None) -> int:
         "mode": "quick" if args.quick else "full",
         "preset": args.preset,
         "machine": report.machine() | {"perf_analyzer": analyzer.version(),
-                                       "fp32_gemm_gflops_2_threads": report.gemm_peak_gflops()},
+                                       "fp32_gemm_gflops_2_threads": rates["fp32"]},
         "load_average": {"before": load_before, "after": report.load_average()},
         "workload": workload.describe() | {"directory": str(workload.directory.relative_to(args.work.parent))
                                            if workload.directory.is_relative_to(args.work.parent) else str(workload.directory)},
         "speedup_vs_pytorch": {},
         "p50_latency_c1_vs_pytorch": {},
+        "pytorch_variants": {name: run["concurrency"]["1"]["audio_seconds_per_s"] for name, run in pytorch.items()},
+        "pytorch_variants_skipped": skipped,
+        "pytorch_variant_runs": {name: run for name, run in pytorch.items() if name != BASELINE_VARIANT},
+        "gemm_gflops_2_threads": rates,
         "systems": systems,
-        "notes": [
-            "speedup_vs_pytorch: audio-seconds per second of the variant at its best perf_analyzer concurrency "
-            "divided by the PyTorch baseline's (sequential, one utterance at a time) from the same run.",
-            "perf_analyzer rows: one measurement of whole rounds of the workload per concurrency (--request-count), "
-            "throughput and latencies from its per-request profile export (first request sent to last answer; "
-            "audio-seconds = the real length of each request). Client-library rows: classify_many over the wav files.",
-            "Latencies are per utterance, request to answer (perf_analyzer: client-side; baseline: one "
-            "classify call).",
-            "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
-            "shared pages count once per process, so it is an upper bound.",
-        ],
+        "notes": NOTES,
     }
-    if args.preset == "full-random" and "1" in baseline["concurrency"]:
-        rate = baseline["concurrency"]["1"]["audio_seconds_per_s"]
-        peak = summary["machine"]["fp32_gemm_gflops_2_threads"]
+    if "fp32" in answers:
+        summary["drift"] = {variant: drift_of.drift(answers["fp32"], answers[variant], exports[variant]["report"])
+                            for variant in args.variants if variant != "fp32"}
+        summary["within_drift_limits"] = {variant: not drift_of.violations(measured)
+                                          for variant, measured in summary["drift"].items()}
+        summary["within_drift_limits"]["fp32"] = True
+        summary["drift_limits"] = dataclasses.asdict(drift_of.DRIFT_LIMITS)
+    summary["ceiling_audio_seconds_per_s"] = {variant: round(ceilings.ceiling(keys, rates), 3)
+                                              for variant, keys in serving.items()}
+    if args.preset == "full-random":
+        rate = summary["pytorch_variants"][BASELINE_VARIANT]
         summary["analysis"] = {
             "gflop_per_audio_second_estimate": GFLOP_PER_AUDIO_SECOND,
             "baseline_effective_gflops": round(rate * GFLOP_PER_AUDIO_SECOND, 1),
-            "baseline_fraction_of_fp32_gemm_peak": round(rate * GFLOP_PER_AUDIO_SECOND / peak, 3),
-            "fp32_ceiling_speedup": round(peak / (rate * GFLOP_PER_AUDIO_SECOND), 2),
+            "baseline_fraction_of_fp32_gemm_peak": round(rate * GFLOP_PER_AUDIO_SECOND / rates["fp32"], 3),
+            "fp32_ceiling_speedup": round(rates["fp32"] / (rate * GFLOP_PER_AUDIO_SECOND), 2),
             "meaning": "an fp32 system doing the pipeline's work at this CPU's full GEMM rate (never reached: "
                        "softmax, norms, GELU and the conv front end run below it) would be fp32_ceiling_speedup "
                        "times the baseline",
@@ -301,11 +343,30 @@ def main(argv=None) -> int:
     paths = report.write(summary, args.out)
     progress.close()
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
-    print("speedup vs PyTorch (audio-s/s at best concurrency): "
+    print("speedup vs PyTorch eager fp32 (audio-s/s at best concurrency): "
           + ", ".join(f"{k} {v}x" for k, v in summary["speedup_vs_pytorch"].items())
-          + "; p50 latency at c=1 vs PyTorch: "
-          + ", ".join(f"{k} {v}" for k, v in summary["p50_latency_c1_vs_pytorch"].items()))
+          + "; vs the best PyTorch variant: "
+          + ", ".join(f"{k} {v}x" for k, v in summary["speedup_vs_best_pytorch"].items()))
     return 0
+
+
+NOTES = [
+    "speedup_vs_pytorch: audio-seconds per second of the variant at its best perf_analyzer concurrency divided by "
+    "PyTorch eager fp32's (one utterance at a time) from the same run; speedup_vs_best_pytorch divides by the best "
+    "PyTorch variant (pytorch_variants) instead.",
+    "perf_analyzer rows: one measurement of whole rounds of the workload per concurrency (--request-count), "
+    "throughput and latencies from its per-request profile export (first request sent to last answer; "
+    "audio-seconds = the real length of each request). Client-library rows: classify_many over the wav files.",
+    "Latencies are per utterance, request to answer (perf_analyzer: client-side; PyTorch: one classify call).",
+    "drift: each variant's served answers (client library, last client concurrency) against served fp32's on the "
+    "whole workload; min_hidden_cosine from the export's measurement on the same workload; within_drift_limits "
+    "against export.precision.DRIFT_LIMITS. Random weights make near-ties everywhere (transcript characters, "
+    "emotions), so these are harsher than a trained model's drift.",
+    "efficiency: audio-seconds per second at the best concurrency divided by ceiling_audio_seconds_per_s, what the "
+    "variant's networks would reach at their own precision's GEMM rate (bench/ceilings.py).",
+    "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
+    "shared pages count once per process, so it is an upper bound.",
+]
 
 
 if __name__ == "__main__":

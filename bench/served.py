@@ -65,8 +65,9 @@ def _round_up(count: int, multiple: int) -> int:
     return -(-count // multiple) * multiple
 
 
-def measure_client(server, workload, concurrencies, progress: bool = True, protocol: str = "grpc") -> dict:
-    """The client library end to end: files in, Results out, `concurrency` requests in flight."""
+def measure_client(server, workload, concurrencies, progress: bool = True, protocol: str = "grpc") -> tuple[dict, list]:
+    """The client library end to end: files in, Results out, `concurrency` requests in flight.
+    Returns the figures per concurrency and the answers (Results, in workload order) of the last."""
     from client.library import SERClient
 
     results = {}
@@ -84,6 +85,6 @@ def measure_client(server, workload, concurrencies, progress: bool = True, proto
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(paths)} client requests failed; first: {failures[0]!r}")
         results[str(concurrency)] = rates([o.latency for o in outcomes], [seconds[o.file] for o in outcomes], wall)
-    return results
+    return results, outcomes
 
 

@@ -207,6 +207,19 @@ def _probability_matrix(records: Sequence[dict]) -> np.ndarray:
     return np.array([[r["probabilities"][label] for label in LABELS] for r in records], dtype=np.float64)
 
 
+def decisive_label_agreement(first: Sequence[dict], second: Sequence[dict], margin: float) -> tuple[float | None, int]:
+    """(share of agreeing labels, how many) over the utterances where `first` was decisive: its top
+    probability at least `margin` above the second. A near-tie flips under any perturbation, so
+    agreement there says nothing; None where no utterance is decisive."""
+    p_first, p_second = _probability_matrix(first), _probability_matrix(second)
+    top_two = np.sort(p_first, axis=1)[:, -2:]
+    decisive = top_two[:, 1] - top_two[:, 0] >= margin
+    if not decisive.any():
+        return None, 0
+    agree = p_first.argmax(1) == p_second.argmax(1)
+    return float(agree[decisive].mean()), int(decisive.sum())
+
+
 def _delta(first: np.ndarray, second: np.ndarray, samples: np.ndarray) -> dict:
     return {"value": _number(second - first), "ci95": interval(samples)}
 

@@ -17,7 +17,7 @@ from export.arguments import DEPLOYMENT_KNOBS, add_deployment_arguments
 from export.errors import ExportError
 from export.onnx_export import TOLERANCE
 from export.pipeline import REPORT_FILE, ExportOptions, export, verified
-from export.quantize import PRECISIONS
+from export.precision import PRECISIONS
 from model.sources import add_model_arguments, sources_from_args
 
 def parse_args(argv) -> ExportOptions:
@@ -32,14 +32,20 @@ def parse_args(argv) -> ExportOptions:
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help=f"max |ONNX - PyTorch| allowed (default {TOLERANCE:g})")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="cpu target: fp32 (default), or int8 dynamic quantization of the networks' "
-                             "MatMuls (faster; drift against fp32 goes into the report)")
+                        help="cpu target: fp32 (default); int8 (dynamic quantization); int8-static "
+                             "(calibrated); bf16 (OpenVINO, for CPUs with AMX/AVX512-BF16); auto: per "
+                             "network, the fastest on this CPU within the drift limits. Drift from fp32 "
+                             "goes into the report")
+    parser.add_argument("--calibration-audio", nargs="+", type=Path, metavar="FILE|DIR",
+                        help="speech that static int8 is calibrated and every reduced precision judged on "
+                             "(default: the repository's recorded sentences)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="cpu target: keep the networks as exported (no conv->MatMul rewrite)")
     args = parser.parse_args(argv)
     return ExportOptions(
         out=args.out, preset=args.preset, sources=sources_from_args(args), checkpoint=args.checkpoint,
         seed=args.seed, precision=args.precision, optimize=args.optimize, tolerance=args.tolerance,
+        calibration_audio=args.calibration_audio,
         deployment=repository.Deployment(target=args.target, **{k: getattr(args, k) for k in DEPLOYMENT_KNOBS}),
     )
 

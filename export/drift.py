@@ -1,21 +1,37 @@
 """How far a rewritten or reduced-precision network moves the answers, per network and along the
 served chain, measured with the server's own code.
 
-- network_drift: one network against its reference, on example inputs, each alone and inside a
+- network_drift: one network against its reference on example inputs, each alone and inside a
   padded batch: max |difference| and min cosine of every float output over its valid part.
-- run_chain / chain_drift: the ensemble's data path in one process, without Triton: the server's
-  ONNX Runtime sessions and the `ctc_tokenize` step's decoder and tokenizer
-  (serving.steps.text), one network in memory at a time.
+- run_chain: the ensemble's data path in one process, without Triton: the server's sessions
+  (serving.steps.runtime) and the `ctc_tokenize` step's decoder and tokenizer
+  (serving.steps.text), one network in memory at a time. Given the values of an earlier run, it
+  recomputes only what a replaced network changes.
+- chain_drift / output_cosine: a chain run against a reference run: label agreement, transcript
+  CER, largest probability difference (client.metrics.compare_systems, as ser-evaluate reports
+  them), and each network's own outputs.
 """
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from client.contract import LABELS
+from client.metrics import compare_systems, decisive_label_agreement
 from export import specs
 from export.onnx_export import pad_batch, run_onnx, valid_extent
 from serving.steps.runtime import make_session
 from serving.steps.text import TranscriptTokenizer
+
+LABEL_MARGIN = 0.1
+"""An emotion decision is decisive when fp32's top probability leads the second by this much."""
+FRAME_MARGIN = 2.0
+"""A CTC frame is decisive when fp32's top logit leads the second by this much (e^2: 7x likelier)."""
+
+SessionFactory = Callable[[], object]
+"""Makes one network's session when the chain needs it (so that one is in memory at a time)."""
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -25,33 +41,45 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def network_drift(reference: Path, candidate: Path, spec: specs.ModelSpec, cases: list[dict]) -> dict:
     """Per float output: max |difference| and min cosine over the valid part of each case, alone
-    and as one padded batch (the candidate's batched rows against the reference alone)."""
-    reference, candidate = make_session(reference, 0), make_session(candidate, 0)
-    batched = run_onnx(candidate, spec, pad_batch(spec, cases))
+    and as one padded batch (the candidate's batched rows against the reference alone). The two
+    sessions run one after the other."""
+    session = make_session(reference, 0)
+    expected = [run_onnx(session, spec, case) for case in cases]
+    session = make_session(candidate, 0)
+    got = [run_onnx(session, spec, case) for case in cases]
+    batched = run_onnx(session, spec, pad_batch(spec, cases))
+    del session
     report = {}
     for row, case in enumerate(cases):
-        expected, got = run_onnx(reference, spec, case), run_onnx(candidate, spec, case)
         for output in spec.outputs:
             if output.dtype != "float32":
                 continue
-            extent = valid_extent(output, {**case, **expected}, 0)
-            want = expected[output.name][0][:extent]
+            extent = valid_extent(output, {**case, **expected[row]}, 0)
+            want = expected[row][output.name][0][:extent]
             entry = report.setdefault(output.name, {"max_abs_diff": 0.0, "min_cosine": 1.0})
-            for value in (got[output.name][0][:extent], batched[output.name][row][:extent]):
+            for value in (got[row][output.name][0][:extent], batched[output.name][row][:extent]):
                 entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(want - value).max()))
                 entry["min_cosine"] = min(entry["min_cosine"], cosine(want, value))
     return report
 
 
-def run_chain(files: dict[str, Path], assets: Path, all_specs: dict[str, specs.ModelSpec],
-              audios: list[np.ndarray], threads: int = 0) -> tuple[np.ndarray, list[str]]:
-    """(probabilities [n, labels], transcripts) of each utterance, as the ensemble computes them.
+def run_chain(sessions: dict[str, SessionFactory], assets: Path, all_specs: dict[str, specs.ModelSpec],
+              audios: list[np.ndarray] | None = None, cached: list[dict] | None = None,
+              replaced: set[str] = frozenset()) -> list[dict]:
+    """Every tensor of every utterance, as the ensemble computes it: one dict per utterance.
 
-    files: network name -> ONNX file; assets: the folder of the ctc_tokenize step's files.
-    """
-    values = [{} for _ in audios]
+    From `audios`; or from `cached` (an earlier run's values) recomputing the `replaced` networks
+    and every step downstream of a tensor they change."""
+    if cached is None:
+        values = [{} for _ in audios]
+        changed = None  # everything is computed
+    else:
+        values = [dict(value) for value in cached]
+        changed = set()
     text = TranscriptTokenizer.from_directory(assets)
     for spec in all_specs.values():
+        if changed is not None and spec.name not in replaced and not changed & {t.name for t in spec.inputs}:
+            continue
         if spec.name == specs.AUDIO_INPUT:
             for value, audio in zip(values, audios):
                 value[spec.output("waveform").name] = np.asarray(audio, np.float32)[None]
@@ -63,24 +91,96 @@ def run_chain(files: dict[str, Path], assets: Path, all_specs: dict[str, specs.M
                 value.update({spec.output("transcript").name: transcripts[0], spec.output("ids").name: ids,
                               spec.output("mask").name: mask})
         elif spec.name in specs.ONNX_NETWORKS:
-            session = make_session(files[spec.name], threads)
+            session = sessions[spec.name]()
             for value in values:
                 value.update(run_onnx(session, spec, value))
             del session
+        else:
+            continue
+        if changed is not None:
+            changed |= {t.name for t in spec.outputs}
+    return values
+
+
+def records(values: list[dict], all_specs: dict[str, specs.ModelSpec]) -> list[dict]:
+    """The chain's answers per utterance, as client.metrics takes them."""
     head, tokenize = all_specs[specs.FUSION_HEAD], all_specs[specs.CTC_TOKENIZE]
-    probabilities = np.stack([value[head.output("probabilities").name][0] for value in values])
-    return probabilities, [value[tokenize.output("transcript").name] for value in values]
+    found = []
+    for index, value in enumerate(values):
+        probabilities = value[head.output("probabilities").name][0]
+        found.append({"id": index, "predicted_label": LABELS[int(np.argmax(probabilities))],
+                      "probabilities": dict(zip(LABELS, map(float, probabilities))),
+                      "transcript": value[tokenize.output("transcript").name]})
+    return found
 
 
-def chain_drift(reference: dict[str, Path], candidate: dict[str, Path], assets: Path,
-                all_specs: dict[str, specs.ModelSpec], audios: list[np.ndarray]) -> dict:
-    """The served chain with reference networks against candidate networks, on the same audio:
-    max |probability difference|, label agreement, transcript agreement."""
-    p_ref, t_ref = run_chain(reference, assets, all_specs, audios)
-    p_new, t_new = run_chain(candidate, assets, all_specs, audios)
-    return {
-        "utterances": len(audios),
-        "max_abs_probability_diff": float(np.abs(p_ref - p_new).max()),
-        "label_agreement": float(np.mean(p_ref.argmax(-1) == p_new.argmax(-1))),
-        "transcript_agreement": float(np.mean([a == b for a, b in zip(t_ref, t_new)])),
-    }
+def output_cosine(reference: list[dict], candidate: list[dict], spec: specs.ModelSpec) -> float:
+    """The smallest cosine between the network's float outputs in two runs, per utterance, over
+    the valid part."""
+    worst = 1.0
+    for want, got in zip(reference, candidate):
+        for output in spec.outputs:
+            if output.dtype == "float32":
+                extent = valid_extent(output, want, 0)
+                worst = min(worst, cosine(want[output.name][0][:extent], got[output.name][0][:extent]))
+    return worst
+
+
+def decisive_frame_agreement(reference: list[dict], candidate: list[dict], asr: specs.ModelSpec) -> tuple[float | None, int]:
+    """(share of agreeing CTC frames, how many) over the frames where the reference's top logit
+    leads by FRAME_MARGIN; None where there is none."""
+    logits, frames = asr.output("logits").name, asr.output("length").name
+    agree = decisive = 0
+    for want, got in zip(reference, candidate):
+        count = int(want[frames][0])
+        if int(got[frames][0]) != count:
+            continue
+        a, b = want[logits][0][:count], got[logits][0][:count]
+        top_two = np.sort(a, axis=-1)[:, -2:]
+        mask = top_two[:, 1] - top_two[:, 0] >= FRAME_MARGIN
+        decisive += int(mask.sum())
+        agree += int((a.argmax(-1) == b.argmax(-1))[mask].sum())
+    return (agree / decisive if decisive else None), decisive
+
+
+def chain_drift(reference: list[dict], candidate: list[dict], all_specs: dict[str, specs.ModelSpec]) -> dict:
+    """A chain run against a reference run of the same utterances: label agreement (overall and
+    where the reference was decisive), transcript CER and agreement, the largest probability
+    difference, and the agreement of decisive CTC frames."""
+    first, second = records(reference, all_specs), records(candidate, all_specs)
+    comparison = compare_systems(first, second, resamples=0)
+    keys = ("label_agreement", "transcript_cer", "transcript_agreement", "max_probability_diff")
+    labels, decisive = decisive_label_agreement(first, second, LABEL_MARGIN)
+    frames, decisive_frames = decisive_frame_agreement(reference, candidate, all_specs[specs.ASR])
+    return {"utterances": len(reference), **{key: comparison[key] for key in keys},
+            "decisive_label_agreement": labels, "decisive_utterances": decisive,
+            "decisive_frame_agreement": frames, "decisive_frames": decisive_frames}
+
+
+def batch_dependence(session, spec: specs.ModelSpec, feeds: list[dict]) -> float:
+    """max |batched - alone| of a network's float outputs: what a padded batch changes (0 for
+    fp32; dynamic int8 takes activation scales from the whole batch)."""
+    alone = [run_onnx(session, spec, feed) for feed in feeds]
+    batched = run_onnx(session, spec, pad_batch(spec, feeds))
+    worst = 0.0
+    for row, (feed, result) in enumerate(zip(feeds, alone)):
+        for output in spec.outputs:
+            if output.dtype == "float32":
+                extent = valid_extent(output, {**feed, **result}, 0)
+                difference = result[output.name][0][:extent] - batched[output.name][row][:extent]
+                worst = max(worst, float(np.abs(difference).max()))
+    return worst
+
+
+def time_network(session, spec: specs.ModelSpec, feeds: list[dict], repeats: int = 3) -> float:
+    """Seconds to run each feed once (the best of `repeats`), summed over the feeds."""
+    total = 0.0
+    for feed in feeds:
+        inputs = {t.name: feed[t.name] for t in spec.inputs}
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            session.run(None, inputs)
+            best = min(best, time.perf_counter() - started)
+        total += best
+    return total

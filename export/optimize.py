@@ -1,11 +1,9 @@
-"""Make one exported network fast on a CPU, in place, and prove what that changed.
+"""Make one exported network fast on a CPU, in place, and prove it changed nothing.
 
-For the `cpu` target, after a network has passed its parity check against PyTorch:
-1. graph rewrites (export.graph_rewrites) of the conv front ends of HuBERT and wav2vec2,
-   checked against the exported graph within the export's fp32 tolerance;
-2. for `--precision int8`, dynamic int8 quantization (export.quantize) of every network, whose
-   drift from fp32 is measured (export.drift) and reported, not held to a tolerance.
-The fp32 file is kept in the scratch folder, so the whole chain can be compared afterwards.
+For the `cpu` target, after a network has passed its parity check against PyTorch, the conv
+front ends of HuBERT and wav2vec2 are rewritten into MatMuls (export.graph_rewrites) and checked
+against the exported graph within the export's fp32 tolerance. Reduced precision comes after,
+once every network is exported (export.precision), because it is judged along the whole chain.
 """
 
 import logging
@@ -19,7 +17,6 @@ from export.drift import network_drift
 from export.errors import ParityError
 from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
 from export.onnx_export import onnx_bytes
-from export.quantize import PRECISIONS, quantize_int8
 from model.glossary import ACOUSTIC_ENCODER, ASR
 
 log = logging.getLogger(__name__)
@@ -37,14 +34,11 @@ def rewrite(path: Path) -> dict:
     return counts
 
 
-def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scratch: Path, precision: str = "fp32",
-                     rewrites: bool = True, tolerance: float = 1e-4) -> tuple[dict, Path]:
-    """Rewrite (and quantize) the network at `path` in place. Returns its report entry and the
-    path of its fp32 version (`path` itself, or a copy in `scratch` when int8 replaced it)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scratch: Path,
+                     tolerance: float = 1e-4) -> dict:
+    """Rewrite the network at `path` in place (if it has a conv front end); its report entry."""
     entry = {}
-    if rewrites and spec.name in CONV_NETWORKS:
+    if spec.name in CONV_NETWORKS:
         exported = scratch / f"{spec.name}.exported.onnx"
         shutil.copyfile(path, exported)
         entry.update(rewrite(path))
@@ -54,12 +48,6 @@ def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scrat
         if worst:
             raise ParityError(f"{spec.name}: the rewritten graph differs from the exported one past {tolerance}: "
                               f"{worst}; export with --no-optimize and report this")
-    fp32 = path
-    if precision == "int8":
-        fp32 = scratch / f"{spec.name}.fp32.onnx"
-        shutil.move(path, fp32)
-        quantize_int8(fp32, path)
-        entry["int8_vs_fp32"] = network_drift(fp32, path, spec, cases)
     entry["onnx_bytes"] = onnx_bytes(path)
     log.info("%s optimized: %s", spec.name, {k: v for k, v in entry.items() if k != "onnx_bytes"})
-    return entry, fp32
+    return entry

@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from client.contract import ENSEMBLE
-from export import repository, specs
-from export.drift import chain_drift
+from export import calibration, precision, repository, specs
+from export.cpu_features import cpu_flags, isa
 from export.errors import ExportError, ModelUnavailable
-from export.examples import PARITY_EXTENTS, example_inputs
+from export.examples import example_inputs
 from export.onnx_export import TOLERANCE, export_and_check
 from export.optimize import optimize_network
-from export.quantize import PRECISIONS
 from model.errors import ModelError
 from model.networks import served_network
 from model.sources import BERT_MAX_TOKENS, ModelSources, build_components, warn_if_untrained
@@ -42,7 +41,11 @@ class ExportOptions:
     checkpoint: Path | None = None
     seed: int = 0
     precision: str = "fp32"
-    """cpu target: fp32, or int8 (dynamic quantization; drift against fp32 is reported)."""
+    """cpu target: one of export.precision.PRECISIONS (auto: per network, the fastest variant within
+    the drift limits on this CPU); the drift of every reduced-precision network is reported."""
+    calibration_audio: list[Path] | None = None
+    """Speech to calibrate static int8 and to judge drift on (export.calibration; default: the
+    repository's recorded sentences)."""
     optimize: bool = True
     """cpu target: rewrite the conv front ends into MatMuls (checked against the exported graph)."""
     tolerance: float = TOLERANCE
@@ -53,8 +56,8 @@ class ExportOptions:
         target = self.deployment.target
         if target not in repository.TARGETS:
             raise ExportError(f"unknown target '{target}': choose one of {', '.join(repository.TARGETS)}")
-        if self.precision not in PRECISIONS:
-            raise ExportError(f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in precision.PRECISIONS:
+            raise ExportError(f"unknown precision '{self.precision}': choose one of {', '.join(precision.PRECISIONS)}")
         if self.precision != "fp32" and target != "cpu":
             raise ExportError(f"--precision {self.precision} is for the cpu target (ONNX Runtime on CPU); "
                               f"the {target} target exports fp32")
@@ -89,22 +92,22 @@ def export(options: ExportOptions, components=None) -> dict:
     if cpu:
         report["optimization"] = {"precision": options.precision, "graph_rewrites": options.optimize,
                                   "tolerance_fp32": options.tolerance, "networks": {}}
-    fp32_files = {}
     with tempfile.TemporaryDirectory(prefix="export-", dir=out) as scratch:
         for name in specs.ONNX_NETWORKS:
             log.info("exporting %s", name)
             spec, path = all_specs[name], repository.network_file(out, name)
             report["networks"][name] = export_and_check(served_network(components, name), spec, sizes, path,
                                                         options.tolerance)
-            if cpu:
-                entry, fp32_files[name] = optimize_network(path, spec, example_inputs(spec, sizes), Path(scratch),
-                                                           options.precision, options.optimize, options.tolerance)
-                report["optimization"]["networks"][name] = entry
+            if cpu and options.optimize:
+                report["optimization"]["networks"][name] = optimize_network(
+                    path, spec, example_inputs(spec, sizes), Path(scratch), options.tolerance)
         if cpu and options.precision != "fp32":
-            audio = example_inputs(all_specs[specs.AUDIO_INPUT], sizes, PARITY_EXTENTS)
-            report["optimization"]["chain_drift_vs_fp32"] = chain_drift(
-                fp32_files, {name: repository.network_file(out, name) for name in specs.ONNX_NETWORKS}, assets,
-                all_specs, [case[all_specs[specs.AUDIO_INPUT].input("audio").name][0] for case in audio])
+            audios, source = calibration.load(options.calibration_audio)
+            choice = precision.choose(options.precision, out, all_specs, audios, source, Path(scratch),
+                                      isa(cpu_flags()), deployment.network_threads, log)
+            report["precision_choice"] = choice
+            deployment.runtimes = precision.runtimes(choice)
+            report["deployment"] = deployment.as_dict()
     if cpu:
         report["optimization"]["seconds"] = round(time.perf_counter() - started, 1)
     if deployment.target == "tensorrt":
@@ -135,13 +138,29 @@ def verified(report: dict) -> list[str]:
                 for o in e.get("fp32_vs_exported", {}).values()]
     if rewrites:
         lines.append(f"verified: rewritten CPU graphs match the exported ones (max |difference| = {max(rewrites):.2e})")
-    if report.get("precision", "fp32") != "fp32":
-        chain = optimization["chain_drift_vs_fp32"]
-        cosine = min(o["min_cosine"] for e in optimization["networks"].values()
-                     for o in e.get("int8_vs_fp32", {}).values())
-        lines.append(f"measured: {report['precision']} networks replace them and are NOT held to a tolerance; "
-                     f"their drift from fp32 on "
-                     f"{chain['utterances']} utterances: label agreement {chain['label_agreement']:.2f}, "
-                     f"max |probability difference| {chain['max_abs_probability_diff']:.3f}, transcripts equal "
-                     f"{chain['transcript_agreement']:.2f}, min hidden-state cosine {cosine:.4f}")
+    choice = report.get("precision_choice")
+    if choice:
+        picked = ", ".join(f"{name} {entry['chosen']}" for name, entry in choice["networks"].items())
+        drift = choice["chain_drift_vs_fp32"]
+        lines.append(f"measured: --precision {choice['requested']} serves {picked}; not held to the fp32 tolerance, "
+                     f"their drift from fp32 on {drift['utterances']} utterances ({choice['audio']}): label agreement "
+                     f"{drift['label_agreement']:.2f} ({_share(drift['decisive_label_agreement'])} of "
+                     f"{drift['decisive_utterances']} decisive), transcript CER {drift['transcript_cer']:.3f} "
+                     f"({_share(drift['decisive_frame_agreement'])} of {drift['decisive_frames']} decisive CTC frames "
+                     f"agree), max |probability difference| {drift['max_probability_diff']:.3f}, min hidden-state "
+                     f"cosine {drift['min_hidden_cosine']:.4f}")
+        if not choice["within_limits"]:
+            broken = [f"{name}: {'; '.join(entry['candidates'][entry['chosen']]['violations'])}"
+                      for name, entry in choice["networks"].items() if not entry["within_limits"]]
+            broken += [f"whole chain: {'; '.join(choice['chain_violations'])}"] if choice["chain_violations"] else []
+            lines.append(f"WARNING: OUTSIDE THE DRIFT LIMITS ({', '.join(broken)}): these answers differ from "
+                         "fp32's more than export.precision.DRIFT_LIMITS allow; use --precision auto, or check the "
+                         "drift on your own data (ser-evaluate --compare)")
+        else:
+            lines.append("verified: every network and the whole chain are within the drift limits "
+                         f"(export.precision.DRIFT_LIMITS: {choice['limits']})")
     return lines
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

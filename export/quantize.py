@@ -1,11 +1,18 @@
-"""Reduced precision for ONNX Runtime on CPU: dynamic int8 quantization of the MatMuls.
+"""int8 for ONNX Runtime on CPU: dynamic or static (calibrated) quantization of the MatMuls.
 
-Weights become int8 per output channel, activations are quantized per call (uint8). Products of
-two activations (attention scores) stay fp32. The drift this costs is measured by export.drift,
-never assumed.
+- dynamic: weights int8 per output channel; activations quantized at run time, per call, with a
+  scale taken from the whole batch (so an utterance's answer can depend on its batch-mates).
+- static: weights int8 per output channel; activation scales calibrated once on real inputs of
+  the network (QDQ format), so answers do not depend on the batch. Chosen parts can stay fp32
+  (`KEEP_FP32`: the conv front end, the CTC head), from measured drift (export.precision).
+Only MatMuls with a constant weight are quantized: products of two activations (attention scores)
+stay fp32. reduce_range (7-bit activations) is on where the CPU lacks VNNI/AMX: AVX2's u8*s8
+dot products saturate otherwise.
 """
 
 import logging
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -13,22 +20,88 @@ from onnx import TensorProto
 
 from export.graph_rewrites import unshare_weights
 
-PRECISIONS = ("fp32", "int8")
+KEEP_FP32 = {
+    "front_end": lambda name: "as_matmul" in name and "/ReduceSum" not in name or "feature_projection" in name,
+    "ctc_head": lambda name: "lm_head" in name,
+}
+"""Groups of MatMuls (by node name) that a static int8 variant may keep in fp32."""
 
 
-def quantize_int8(source: Path, destination: Path) -> None:
-    """Dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic) of every MatMul with a
-    constant weight. reduce_range is off: exact on CPUs with VNNI or AMX int8 dot products."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = onnx.load(str(source))
-    unshare_weights(model)
+@contextmanager
+def _quiet():
+    """The quantizer logs a line per tensor, and advice."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.ERROR))  # the quantizer logs a line per tensor, and advice
+    root.setLevel(max(level, logging.ERROR))
     try:
-        quantize_dynamic(model, str(destination), op_types_to_quantize=["MatMul"],
-                         per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+        yield
     finally:
         root.setLevel(level)
+
+
+def _prepared(source: Path) -> onnx.ModelProto:
+    model = onnx.load(str(source))
+    unshare_weights(model)
+    return model
+
+
+def quantize_dynamic_int8(source: Path, destination: Path, keep_fp32=(), reduce_range: bool = False) -> None:
+    """Dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = _prepared(source)
+    excluded = matmuls_in(model, keep_fp32)
+    with _quiet():
+        quantize_dynamic(model, str(destination), op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
+                         per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+
+
+def matmuls_in(model: onnx.ModelProto, groups) -> list[str]:
+    """Names of the MatMul nodes that belong to any of the KEEP_FP32 groups."""
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and any(KEEP_FP32[group](node.name) for group in groups)]
+
+
+def calibrate(model_path: Path, calibration: list[dict], cache: Path) -> None:
+    """MinMax activation ranges of the MatMuls over `calibration`, one utterance at a time (the
+    intermediate tensors of a long utterance take gigabytes at full size), saved to `cache`."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    class One(CalibrationDataReader):
+        def __init__(self, feed):
+            self.feeds = iter([feed])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory(prefix="calibrate-") as scratch:
+        calibrator = create_calibrator(model_path, ["MatMul"], str(Path(scratch) / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        for feed in calibration:
+            calibrator.collect_data(One(feed))  # merges this utterance's ranges into the earlier ones
+        save_tensors_data(calibrator.calibrate_tensors_range, cache)
+
+
+def quantize_static_int8(source: Path, destination: Path, calibration: list[dict], keep_fp32=(),
+                         reduce_range: bool = False, cache: Path | None = None) -> None:
+    """Static int8 quantization (QDQ, per-channel weights, MinMax activation ranges) calibrated on
+    `calibration`: feeds of the network, one utterance each. `cache`: where the ranges are kept,
+    so that variants of one network (other parts kept fp32) calibrate once."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = _prepared(source)
+    excluded = matmuls_in(model, keep_fp32)
+    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch, _quiet():
+        prepared = Path(scratch) / "model.onnx"
+        onnx.save(model, str(prepared))
+        del model
+        cache = Path(cache or Path(scratch) / "ranges.json")
+        if not cache.is_file():
+            calibrate(prepared, calibration, cache)
+        quantize_static(str(prepared), str(destination), None, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce_range,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"MatMulConstBOnly": True}, calibration_cache_path=cache)

@@ -10,7 +10,7 @@ declarations the ONNX export used, for one of three targets:
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -52,6 +52,9 @@ class Deployment:
     instances: int = 1
     padding_slack: float = 0.25
     """cpu target: requests are batched together only while padding adds at most this much work."""
+    runtimes: dict = field(default_factory=dict)
+    """cpu target: network -> {"runtime", "precision"} where it is not ONNX Runtime (the export's
+    precision choice, e.g. OpenVINO in bf16)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +112,8 @@ def network_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[st
         keys.INTRA_OP_THREADS: str(deployment.network_threads),
         keys.PADDING_SLACK: str(deployment.padding_slack),
         keys.VALID_LENGTHS: json.dumps({t.name: t.valid_length for t in spec.outputs if t.valid_length}),
+        keys.RUNTIME: deployment.runtimes.get(spec.name, {}).get("runtime", "onnxruntime"),
+        keys.RUNTIME_PRECISION: deployment.runtimes.get(spec.name, {}).get("precision", "f32"),
     }
 
 

@@ -48,14 +48,31 @@ def positive(value) -> bool:
 def test_quick_bench_on_the_tiny_preset(tmp_path):
     out, work = tmp_path / "results", tmp_path / "work"
     code = bench_main(["--quick", "--preset", "tiny", "--utterances", str(UTTERANCES), "--concurrency", "1,2",
-                       "--client-concurrency", "2", "--out", str(out), "--work", str(work), "--no-progress"])
+                       "--client-concurrency", "2", "--variants", "fp32,auto", "--pytorch-variants",
+                       "eager-fp32,eager-int8", "--out", str(out), "--work", str(work), "--no-progress"])
     assert code == 0
     for name in ("summary.json", "summary.md", "throughput_latency.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
 
-    assert set(summary["speedup_vs_pytorch"]) == {"fp32", "int8"}
+    variants = {"fp32", "auto"}
+    assert set(summary["speedup_vs_pytorch"]) == variants == set(summary["speedup_vs_best_pytorch"])
     assert all(positive(v) for v in summary["speedup_vs_pytorch"].values())
+    assert set(summary["pytorch_variants"]) == {"eager-fp32", "eager-int8"}
+    assert all(positive(v) for v in summary["pytorch_variants"].values())
+    best_pytorch = max(summary["pytorch_variants"].values())
+    for name, ratio in summary["speedup_vs_best_pytorch"].items():  # the same run, against the best peer
+        assert ratio == pytest.approx(summary["speedup_vs_pytorch"][name] * summary["pytorch_variants"]["eager-fp32"]
+                                      / best_pytorch, rel=0.02)
+    assert set(summary["efficiency"]) == variants and all(positive(v) for v in summary["efficiency"].values())
+    assert "fp32" in summary["gemm_gflops_2_threads"]
+    assert set(summary["drift"]) == {"auto"} and set(summary["within_drift_limits"]) == variants
+    for measured in summary["drift"].values():
+        assert 0 <= measured["label_agreement"] <= 1 and 0 <= measured["max_probability_diff"] < 1
+        assert measured["transcript_cer"] >= 0 and 0 < measured["min_hidden_cosine"] <= 1
+    assert summary["best_within_drift_limits"] in variants
+    assert set(summary["systems"]["auto"]["precision"]["chosen"]) == {"acoustic_encoder", "asr", "text_encoder",
+                                                                     "fusion_head"}
     assert all(positive(v) for v in summary["p50_latency_c1_vs_pytorch"].values())
     machine = summary["machine"]
     assert machine["cpu"] and machine["cores"] >= 1 and "onnxruntime" in machine["versions"]
@@ -63,7 +80,7 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
 
     baseline = summary["systems"]["pytorch"]
     assert set(baseline["concurrency"]) == {"1"}
-    for name in ("fp32", "int8"):
+    for name in variants:
         system = summary["systems"][name]
         assert set(system["concurrency"]) == {"1", "2"} and set(system["client"]) == {"2"}
         assert positive(system["server_memory"]["total_peak_rss_mib"])
@@ -77,8 +94,4 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
                 for q in ("p50", "p90", "p99"):
                     assert positive(figures["latency_ms"][q]), (name, q)
 
-    drift = summary["systems"]["int8"]["drift"]
-    assert 0 <= drift["chain"]["max_abs_probability_diff"] < 1
-    assert set(drift["min_cosine"]) >= {"acoustic_encoder", "asr", "text_encoder"}
-    assert "drift" not in summary["systems"]["fp32"]
     assert "| fp32 |" in (out / "summary.md").read_text()

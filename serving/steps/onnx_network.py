@@ -17,7 +17,9 @@ from .runtime import make_session
 
 class TritonPythonModel(Step):
     def setup(self):
-        self.session = make_session(self.file(parameters.ONNX_FILE), int(self.parameters[parameters.INTRA_OP_THREADS]))
+        self.session = make_session(self.file(parameters.ONNX_FILE), int(self.parameters[parameters.INTRA_OP_THREADS]),
+                                    self.parameters.get(parameters.RUNTIME, "onnxruntime"),
+                                    self.parameters.get(parameters.RUNTIME_PRECISION, "f32"))
         self.valid_length = json.loads(self.parameters.get(parameters.VALID_LENGTHS, "{}"))
         self.flat_inputs = {i.name for i in self.session.get_inputs() if len(i.shape) == 1}
         self.flat_outputs = {o.name for o in self.session.get_outputs() if len(o.shape) == 1}

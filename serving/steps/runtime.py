@@ -1,13 +1,27 @@
-"""The ONNX Runtime session every served network runs in, also used by the export's checks.
+"""The inference session every served network runs in, also used by the export's checks.
 
+Two runtimes behind one small interface (`run(output_names, feed)`, `get_inputs()`,
+`get_outputs()`, as ONNX Runtime's InferenceSession has it):
+- onnxruntime: fp32 and int8 (dynamic or static) ONNX files;
+- openvino: the same ONNX files with an inference precision (bf16 on CPUs with AMX or
+  AVX512-BF16, where it runs in hardware), for the precision the export chose.
 No Triton import here, so the export verifies each network with exactly the server's options.
 """
 
-import onnxruntime as ort
+from dataclasses import dataclass
+
+RUNTIMES = ("onnxruntime", "openvino")
 
 
-def make_session(path, intra_op_threads: int = 1) -> ort.InferenceSession:
-    """Full graph optimization, one thread per network (0: ONNX Runtime's default), no spinning."""
+def make_session(path, intra_op_threads: int = 1, runtime: str = "onnxruntime", precision: str = "f32"):
+    """One network's session: full graph optimization, `intra_op_threads` threads (0: the
+    runtime's default), idle threads sleeping instead of spinning."""
+    if runtime == "openvino":
+        return OpenVINOSession(path, intra_op_threads, precision)
+    if runtime != "onnxruntime":
+        raise ValueError(f"unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -16,3 +30,35 @@ def make_session(path, intra_op_threads: int = 1) -> ort.InferenceSession:
     # Two encoders share the cores: idle threads must sleep, not spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: list
+
+
+class OpenVINOSession:
+    """An ONNX file compiled by OpenVINO for the CPU, with ONNX Runtime's calling convention."""
+
+    def __init__(self, path, threads: int, precision: str):
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.model = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.model.create_infer_request()
+        # A port can carry several tensor names (the ONNX output's among them): index by each.
+        self.output_ports = {name: port for port in self.model.outputs for name in port.get_names()}
+
+    def get_inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(port.any_name, list(port.partial_shape)) for port in self.model.inputs]
+
+    def get_outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(name, list(port.partial_shape)) for name, port in self.output_ports.items()]
+
+    def run(self, output_names, feed: dict) -> list:
+        results = self.request.infer(feed, share_inputs=False)
+        ports = [self.output_ports[name] for name in output_names] if output_names else self.model.outputs
+        return [results[port].copy() for port in ports]

@@ -1,0 +1,62 @@
+"""What the CPU can do fast, from its feature flags: the instruction sets that decide which
+precision is worth serving.
+
+- amx:          Advanced Matrix Extensions (AMX-BF16 and AMX-INT8 tiles; Sapphire Rapids and later)
+- avx512_bf16:  bf16 dot products in AVX-512 registers
+- avx512_vnni / avx_vnni: int8 dot products without intermediate saturation
+- avx2:         the baseline of x86-64 servers; int8 works but u8*s8 products may saturate
+The detection reads /proc/cpuinfo (Linux) and is a pure function of the flags, so it is tested on
+flag sets, not on the machine that runs the tests.
+"""
+
+from pathlib import Path
+
+ISA_ORDER = ("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The `flags` of the first processor in /proc/cpuinfo (or of the given text)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def isa(flags: set[str]) -> list[str]:
+    """The instruction sets of ISA_ORDER that the flags show, most capable first."""
+    found = set()
+    if {"amx_tile", "amx_bf16"} <= flags or {"amx_tile", "amx_int8"} <= flags:
+        found.add("amx")
+    found |= {name for name in ("avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2") if name in flags}
+    return [name for name in ISA_ORDER if name in found]
+
+
+def has_bf16(found: list[str]) -> bool:
+    """bf16 matrix work in hardware (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
+    return "amx" in found or "avx512_bf16" in found
+
+
+def has_vnni(found: list[str]) -> bool:
+    """int8 dot products that do not saturate (VNNI or AMX)."""
+    return bool({"amx", "avx512_vnni", "avx_vnni"} & set(found))
+
+
+def this_cpu() -> dict:
+    """The model name and ISA of this machine's CPU."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    found = isa(cpu_flags())
+    return {"cpu": model, "isa": found, "bf16": has_bf16(found), "vnni": has_vnni(found)}

@@ -1,0 +1,247 @@
+"""Which precision each network is served in: the variants, the drift limits, and the choice.
+
+A variant is one way to run a network: a runtime (ONNX Runtime or OpenVINO), the precision of its
+matrix work, and for int8 how it is quantized and which parts stay fp32. `--precision` names one
+variant for every network, or `auto`: per network, the fastest variant on this CPU whose drift
+from fp32 stays within DRIFT_LIMITS, measured on real audio through the served chain. Every
+choice is recorded with its evidence (time, drift, limits) in export_report.json.
+"""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from export import specs
+from export.cpu_features import has_bf16, has_vnni
+from export.drift import batch_dependence, chain_drift, output_cosine, run_chain, time_network
+from export.quantize import quantize_dynamic_int8, quantize_static_int8
+from export.repository import model_directory, network_file
+from serving.steps.runtime import make_session
+
+PRECISIONS = ("fp32", "int8", "int8-static", "bf16", "auto")
+"""fp32; int8 (dynamic quantization); int8-static (calibrated); bf16 (OpenVINO, for CPUs with AMX
+or AVX512-BF16); auto (per network, the fastest within the drift limits)."""
+
+
+@dataclass(frozen=True)
+class DriftLimits:
+    """How far a reduced-precision network may move the served answers from fp32's.
+
+    Decisions are judged where fp32 made one: an emotion whose top probability leads by at least
+    export.drift.LABEL_MARGIN, a CTC frame whose top logit leads by at least export.drift.FRAME_MARGIN. A near-tie flips
+    under any perturbation (dynamic int8 even flips it with the batch), so agreement there says
+    nothing about a variant; the largest probability change bounds those cases instead. Overall
+    label agreement and transcript CER are reported beside, not gated: with random weights (the
+    benchmark's) almost every decision is a near-tie."""
+
+    min_hidden_cosine: float = 0.995
+    """Each output of the network itself against fp32's, per utterance (valid part)."""
+    min_decisive_label_agreement: float = 0.95
+    """Share of decisive utterances whose emotion stays the same along the whole chain."""
+    max_probability_diff: float = 0.05
+    """Largest change of any emotion probability."""
+    min_decisive_frame_agreement: float = 0.99
+    """Share of decisive CTC frames whose character (or blank) stays the same."""
+
+    def violations(self, drift: dict) -> list[str]:
+        """The limits this drift breaks, in words (none: within the limits). A measure with
+        nothing to judge (None: no decisive utterance or frame) breaks none."""
+        checks = (("min_hidden_cosine", "<", self.min_hidden_cosine),
+                  ("decisive_label_agreement", "<", self.min_decisive_label_agreement),
+                  ("max_probability_diff", ">", self.max_probability_diff),
+                  ("decisive_frame_agreement", "<", self.min_decisive_frame_agreement))
+        broken = []
+        for key, sign, limit in checks:
+            value = drift.get(key)
+            if value is not None and (value < limit if sign == "<" else value > limit):
+                broken.append(f"{key} {value:.4g} {sign} {limit:g}")
+        return broken
+
+
+DRIFT_LIMITS = DriftLimits()
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+    """What its matrix work runs in: fp32, int8 or bf16 (the ceiling it is measured against)."""
+    quantization: str | None = None
+    """int8: "dynamic" or "static"."""
+    keep_fp32: tuple[str, ...] = ()
+    """export.quantize.KEEP_FP32 groups left in fp32."""
+
+    @property
+    def runtime_precision(self) -> str:
+        """The inference precision the runtime is asked for (OpenVINO's hint)."""
+        return {"bf16": "bf16"}.get(self.precision, "f32")
+
+    def build(self, fp32: Path, destination: Path, calibration: list[dict], reduce_range: bool,
+              calibration_cache: Path | None = None) -> Path:
+        """The ONNX file of this variant: fp32 itself, or its quantized copy at `destination`."""
+        if self.quantization == "dynamic":
+            quantize_dynamic_int8(fp32, destination, self.keep_fp32, reduce_range)
+        elif self.quantization == "static":
+            quantize_static_int8(fp32, destination, calibration, self.keep_fp32, reduce_range, calibration_cache)
+        else:
+            return fp32
+        return destination
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+def int8(quantization: str, keep_fp32: tuple = ()) -> Variant:
+    name = "int8" if quantization == "dynamic" else "int8-static"
+    if keep_fp32:
+        name += "+fp32:" + ",".join(keep_fp32)
+    return Variant(name, precision="int8", quantization=quantization, keep_fp32=keep_fp32)
+
+
+FP32 = Variant("fp32")
+BF16 = Variant("bf16", runtime="openvino", precision="bf16")
+FP32_OPENVINO = Variant("fp32-openvino", runtime="openvino")
+FIXED = {"fp32": FP32, "int8": int8("dynamic"), "int8-static": int8("static"), "bf16": BF16}
+"""The variant an explicit --precision gives every network."""
+
+KEEP_OPTIONS = {
+    specs.ACOUSTIC_ENCODER: ((), ("front_end",)),
+    specs.ASR: ((), ("front_end",), ("ctc_head",), ("front_end", "ctc_head")),
+    specs.TEXT_ENCODER: ((),),
+    specs.FUSION_HEAD: ((),),
+}
+"""Which parts of each network an int8 candidate may keep in fp32."""
+
+
+def candidates(network: str, isa: list[str]) -> list[Variant]:
+    """What `auto` tries for one network on a CPU with this ISA (fp32 first: always within limits)."""
+    found = [FP32, FP32_OPENVINO]
+    for quantization in ("dynamic", "static"):
+        found += [int8(quantization, keep) for keep in KEEP_OPTIONS[network]]
+    if has_bf16(isa):
+        found.append(BF16)
+    return found
+
+
+def reduce_range(isa: list[str]) -> bool:
+    """7-bit activations for int8 where u8*s8 products could saturate (no VNNI/AMX)."""
+    return not has_vnni(isa)
+
+
+# ---------------------------------------------------------------- measuring and choosing
+
+
+def session_factory(path: Path, variant: Variant, threads: int):
+    return lambda: make_session(path, threads, variant.runtime, variant.runtime_precision)
+
+
+def network_feeds(values: list[dict], spec: specs.ModelSpec) -> list[dict]:
+    return [{t.name: value[t.name] for t in spec.inputs} for value in values]
+
+
+@dataclass
+class Evidence:
+    """What the choice is made from: the fp32 chain on real audio and the feeds it gives."""
+
+    reference: list[dict]
+    """Every tensor of every utterance through the fp32 chain."""
+    calibration: int
+    """How many of those utterances static int8 calibrates on (the first ones)."""
+    timing: list[int]
+    """The utterances each variant is timed on (a typical and a long one)."""
+
+    @classmethod
+    def of(cls, reference: list[dict], all_specs, calibration: int = 8) -> "Evidence":
+        audio = all_specs[specs.AUDIO_INPUT].output("length").name
+        order = sorted(range(len(reference)), key=lambda i: int(reference[i][audio][0]))
+        timing = sorted({order[len(order) // 2], order[min(len(order) - 1, int(len(order) * 0.9))]})
+        return cls(reference, min(calibration, len(reference)), timing)
+
+
+def measure(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, fp32_sessions: dict,
+            assets: Path, all_specs: dict, threads: int, timed: bool) -> dict:
+    """One variant of one network: its speed (seconds on the timing utterances, with the threads
+    it is served with), its drift from fp32 along the chain, and how much a padded batch changes
+    its answers."""
+    feeds = network_feeds(evidence.reference, spec)
+    entry = {"variant": variant.describe(), "onnx_file_bytes": path.stat().st_size}
+    session = session_factory(path, variant, threads)()
+    if timed:
+        entry["seconds"] = round(time_network(session, spec, [feeds[i] for i in evidence.timing]), 4)
+    entry["max_abs_diff_batched_vs_alone"] = batch_dependence(session, spec, feeds[:4])
+    del session
+    if variant == FP32:
+        candidate = evidence.reference
+    else:
+        candidate = run_chain({**fp32_sessions, spec.name: session_factory(path, variant, 0)}, assets, all_specs,
+                              cached=evidence.reference, replaced={spec.name})
+    entry["drift"] = {"min_hidden_cosine": output_cosine(evidence.reference, candidate, spec),
+                      **chain_drift(evidence.reference, candidate, all_specs)}
+    entry["violations"] = DRIFT_LIMITS.violations(entry["drift"])
+    entry["within_limits"] = not entry["violations"]
+    return entry
+
+
+def pick(entries: dict[str, dict]) -> str:
+    """The fastest variant within the drift limits (fp32 is always among them)."""
+    allowed = {name: entry for name, entry in entries.items() if entry["within_limits"]}
+    return min(allowed, key=lambda name: allowed[name]["seconds"])
+
+
+def choose(requested: str, out: Path, all_specs: dict, audios: list, source: str, scratch: Path, isa: list[str],
+           threads: int, log) -> dict:
+    """Replace each fp32 network in `out` by its variant for `requested` (auto: the fastest within
+    the drift limits), measured on `audios`; returns the report (choices and their evidence)."""
+    assets = model_directory(out, specs.CTC_TOKENIZE)
+    fp32 = {name: network_file(out, name) for name in specs.ONNX_NETWORKS}
+    fp32_sessions = {name: session_factory(path, FP32, 0) for name, path in fp32.items()}  # every core
+    evidence = Evidence.of(run_chain(fp32_sessions, assets, all_specs, audios), all_specs)
+    report = {"requested": requested, "isa": isa, "reduce_range": reduce_range(isa),
+              "limits": asdict(DRIFT_LIMITS), "audio": source, "utterances": len(audios),
+              "calibration_utterances": evidence.calibration, "threads": threads, "networks": {}}
+    chosen = {}
+    for name in specs.ONNX_NETWORKS:
+        spec = all_specs[name]
+        variants = candidates(name, isa) if requested == "auto" else [FIXED[requested]]
+        calibration = network_feeds(evidence.reference[: evidence.calibration], spec)
+        cache = scratch / f"{name}.calibration.json"
+        entries, files = {}, {}
+        for variant in variants:
+            files[variant.name] = variant.build(fp32[name], scratch / f"{name}.{variant.name}.onnx", calibration,
+                                                reduce_range(isa), cache)
+            entries[variant.name] = measure(variant, files[variant.name], spec, evidence, fp32_sessions, assets,
+                                            all_specs, threads, timed=requested == "auto")
+            log.info("%s %s: %s", name, variant.name, {k: v for k, v in entries[variant.name].items() if k != "variant"})
+        pick_name = pick(entries) if requested == "auto" else variants[0].name
+        variant = next(v for v in variants if v.name == pick_name)
+        if files[pick_name] != fp32[name]:
+            files[pick_name].replace(fp32[name])
+        for path in files.values():
+            if path != fp32[name]:
+                path.unlink(missing_ok=True)
+        chosen[name] = variant
+        report["networks"][name] = {"chosen": pick_name, "runtime": variant.runtime,
+                                    "runtime_precision": variant.runtime_precision,
+                                    "within_limits": entries[pick_name]["within_limits"], "candidates": entries}
+        if not entries[pick_name]["within_limits"]:
+            log.warning("%s: --precision %s moves the answers past the drift limits (%s): exported anyway",
+                        name, requested, "; ".join(entries[pick_name]["violations"]))
+    final = {name: session_factory(fp32[name], chosen[name], 0) for name in specs.ONNX_NETWORKS}
+    replaced = {name for name, variant in chosen.items() if variant != FP32}
+    whole = run_chain(final, assets, all_specs, cached=evidence.reference, replaced=replaced)
+    report["chain_drift_vs_fp32"] = {
+        # each network's own outputs, measured on fp32 inputs (downstream of a changed transcript the
+        # token sequences differ, so the chain's hidden states no longer line up)
+        "min_hidden_cosine": min(entry["candidates"][entry["chosen"]]["drift"]["min_hidden_cosine"]
+                                 for entry in report["networks"].values()),
+        **chain_drift(evidence.reference, whole, all_specs)}
+    report["chain_violations"] = DRIFT_LIMITS.violations(report["chain_drift_vs_fp32"])
+    report["within_limits"] = not report["chain_violations"] and all(
+        entry["within_limits"] for entry in report["networks"].values())
+    return report
+
+
+def runtimes(report: dict) -> dict:
+    """network -> {runtime, precision} for the configs, from a precision report."""
+    return {name: {"runtime": entry["runtime"], "precision": entry["runtime_precision"]}
+            for name, entry in report.get("networks", {}).items() if entry["runtime"] != "onnxruntime"}

@@ -1,0 +1,155 @@
+"""Reduced precision: drift limits that decide, `--precision auto` choosing per network with its
+evidence recorded, a variant past the limits exported but reported loudly, and what is served
+being what was measured."""
+
+import json
+
+import numpy as np
+import pytest
+
+from export import precision, repository, specs
+from export.pipeline import REPORT_FILE, ExportOptions, export, verified
+from export.precision import DriftLimits, pick
+from tests.conftest import start_server
+from tests.server_helpers import connect, infer, utterance
+
+EXACT = DriftLimits(min_hidden_cosine=1 - 1e-9, min_decisive_label_agreement=1.0, max_probability_diff=1e-9,
+                    min_decisive_frame_agreement=1.0)
+"""Limits no reduced precision meets: only fp32 itself."""
+
+
+def test_limits_name_what_they_break():
+    limits = DriftLimits()
+    assert limits.violations({"min_hidden_cosine": 0.999, "decisive_label_agreement": 1.0,
+                              "max_probability_diff": 0.01, "decisive_frame_agreement": 0.995,
+                              "label_agreement": 0.2, "transcript_cer": 0.6}) == []  # reported, not gated
+    broken = limits.violations({"min_hidden_cosine": 0.9, "decisive_label_agreement": 0.5,
+                                "max_probability_diff": 0.2, "decisive_frame_agreement": 0.9})
+    assert [b.split()[0] for b in broken] == ["min_hidden_cosine", "decisive_label_agreement",
+                                              "max_probability_diff", "decisive_frame_agreement"]
+    assert limits.violations({"decisive_label_agreement": None, "decisive_frame_agreement": None}) == []
+
+
+def test_decisions_are_judged_where_fp32_made_one():
+    from client.metrics import decisive_label_agreement
+
+    def record(*p):
+        return {"probabilities": dict(zip(("happy", "sad", "angry", "neutral"), p))}
+
+    fp32 = [record(0.7, 0.1, 0.1, 0.1), record(0.26, 0.25, 0.25, 0.24), record(0.1, 0.6, 0.2, 0.1)]
+    variant = [record(0.7, 0.1, 0.1, 0.1), record(0.25, 0.26, 0.25, 0.24), record(0.1, 0.2, 0.6, 0.1)]
+    assert decisive_label_agreement(fp32, variant, 0.1) == (0.5, 2)  # the near-tie in the middle is left out
+    assert decisive_label_agreement(fp32[1:2], variant[1:2], 0.1) == (None, 0)
+
+
+def test_decisive_ctc_frames(all_specs):
+    from export.drift import FRAME_MARGIN, decisive_frame_agreement
+
+    asr = all_specs[specs.ASR]
+    logits = np.zeros((1, 4, 3), np.float32)
+    logits[0, :, 0] = [FRAME_MARGIN + 1, 0.1, FRAME_MARGIN + 1, FRAME_MARGIN + 1]  # frame 1 is a near-tie
+    changed = logits.copy()
+    changed[0, 1] = [0, 1, 0]
+    changed[0, 3] = [0, FRAME_MARGIN + 2, 0]
+    values = lambda l: {asr.output("logits").name: l, asr.output("length").name: np.array([4])}  # noqa: E731
+    assert decisive_frame_agreement([values(logits)], [values(changed)], asr) == (2 / 3, 3)
+
+
+@pytest.fixture(scope="module")
+def all_specs(tiny_components):
+    return specs.model_specs(specs.Sizes.of(tiny_components))
+
+
+def test_pick_is_the_fastest_within_the_limits():
+    entries = {"fp32": {"seconds": 3.0, "within_limits": True}, "int8": {"seconds": 1.0, "within_limits": False},
+               "int8-static": {"seconds": 2.0, "within_limits": True}, "bf16": {"seconds": 2.5, "within_limits": True}}
+    assert pick(entries) == "int8-static"
+    entries["int8-static"]["within_limits"] = False
+    assert pick(entries) == "bf16"
+
+
+@pytest.fixture(scope="module")
+def auto_repository(tmp_path_factory, tiny_components):
+    out = tmp_path_factory.mktemp("auto") / "repository"
+    export(ExportOptions(out=out, preset="tiny", precision="auto"), tiny_components)
+    return out
+
+
+def test_auto_picks_and_records_a_choice_per_network(auto_repository):
+    report = json.loads((auto_repository / REPORT_FILE).read_text())
+    choice = report["precision_choice"]
+    assert choice["requested"] == "auto" and choice["utterances"] >= 10
+    assert set(choice["networks"]) == set(specs.ONNX_NETWORKS)
+    for name, entry in choice["networks"].items():
+        candidates = entry["candidates"]
+        assert {"fp32", "int8", "int8-static"} <= set(candidates)
+        assert entry["chosen"] == pick(candidates) and entry["within_limits"]
+        for candidate in candidates.values():
+            assert candidate["seconds"] > 0
+            assert set(candidate["drift"]) >= {"min_hidden_cosine", "label_agreement", "transcript_cer",
+                                               "max_probability_diff", "decisive_label_agreement",
+                                               "decisive_frame_agreement"}
+            assert candidate["within_limits"] == (not candidate["violations"])
+        assert candidates["fp32"]["drift"]["max_probability_diff"] == 0.0
+    assert choice["within_limits"] and not choice["chain_violations"]
+    assert any(line.startswith("verified: every network and the whole chain are within the drift limits")
+               for line in verified(report))
+
+
+def test_static_int8_answers_do_not_depend_on_the_batch(auto_repository):
+    """Dynamic int8 takes activation scales from the whole batch; calibrated (static) int8 does not."""
+    choice = json.loads((auto_repository / REPORT_FILE).read_text())["precision_choice"]
+    for name in (specs.ACOUSTIC_ENCODER, specs.TEXT_ENCODER):
+        candidates = choice["networks"][name]["candidates"]
+        assert candidates["int8-static"]["max_abs_diff_batched_vs_alone"] < 1e-4
+        assert candidates["int8"]["max_abs_diff_batched_vs_alone"] > candidates["int8-static"][
+            "max_abs_diff_batched_vs_alone"]
+
+
+def test_a_precision_past_the_limits_is_exported_and_reported_loudly(tmp_path, monkeypatch, tiny_components):
+    monkeypatch.setattr(precision, "DRIFT_LIMITS", EXACT)
+    report = export(ExportOptions(out=tmp_path / "int8", preset="tiny", precision="int8"), tiny_components)
+    choice = report["precision_choice"]
+    assert not choice["within_limits"]
+    assert all(entry["chosen"] == "int8" and entry["candidates"]["int8"]["violations"]
+               for entry in choice["networks"].values())
+    warning = [line for line in verified(report) if line.startswith("WARNING: OUTSIDE THE DRIFT LIMITS")]
+    assert warning and "min_hidden_cosine" in warning[0]
+    assert repository.network_file(tmp_path / "int8", specs.ASR).is_file()
+
+
+def test_auto_under_limits_only_fp32_meets_keeps_fp32(tmp_path, monkeypatch, tiny_components):
+    monkeypatch.setattr(precision, "DRIFT_LIMITS", EXACT)
+    report = export(ExportOptions(out=tmp_path / "auto", preset="tiny", precision="auto"), tiny_components)
+    assert {entry["chosen"] for entry in report["precision_choice"]["networks"].values()} == {"fp32"}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("requested", ["auto", "bf16"])
+def test_what_is_served_is_what_the_export_measured(tmp_path, tiny_components, auto_repository, requested):
+    """The served answers equal the export's own chain with the chosen variants (same sessions,
+    same runtime, OpenVINO included), for utterances alone."""
+    from export.calibration import recorded_speech
+    from export.drift import records, run_chain
+    from export.precision import FIXED, session_factory
+    from export.repository import model_directory, network_file
+
+    out = auto_repository if requested == "auto" else tmp_path / "bf16"
+    if requested == "bf16":
+        export(ExportOptions(out=out, preset="tiny", precision="bf16"), tiny_components)
+    choice = json.loads((out / REPORT_FILE).read_text())["precision_choice"]
+    config = repository.read_config(out / specs.ASR / "config.pbtxt")
+    assert config.parameters["runtime"].string_value == choice["networks"][specs.ASR]["runtime"]
+    all_specs = specs.model_specs(specs.Sizes.of(tiny_components))
+    variants = {name: next(v for v in precision.candidates(name, ["amx"]) + list(FIXED.values())
+                           if v.name == entry["chosen"]) for name, entry in choice["networks"].items()}
+    audios = [recorded_speech()[1], utterance(2.2, 5)]
+    expected = records(run_chain({name: session_factory(network_file(out, name), variant, 1)
+                                  for name, variant in variants.items()},
+                                 model_directory(out, specs.CTC_TOKENIZE), all_specs, audios), all_specs)
+    with start_server(out) as server:
+        client = connect(server, "grpc")
+        for audio, want in zip(audios, expected):
+            emotions, probabilities, transcripts = infer(client, "grpc", audio[None])
+            np.testing.assert_allclose(probabilities[0], list(want["probabilities"].values()), atol=1e-4)
+            assert transcripts == [want["transcript"]]
