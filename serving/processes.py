@@ -1,6 +1,8 @@
-"""What /proc says about a server: its Python stub processes and resident memory."""
+"""What /proc says about a server: its Python stub processes, process group and resident memory."""
 
+import os
 import re
+import signal
 from pathlib import Path
 
 STUB = b"triton_python_backend_stub"
@@ -27,6 +29,29 @@ def stubs(server_pid: int) -> dict[int, str]:
         if parent == server_pid and arguments[0].endswith(STUB):
             found[int(proc.name)] = Path(arguments[1].decode(errors="replace")).parent.parent.name
     return found
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of a process group (a group's id is not reused while it has members)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill_leftovers(group: int) -> None:
+    """SIGKILL what is left of a process group whose leader has exited (the Python stubs of a killed
+    tritonserver, the worker of a killed nginx master); safe, since the id is still the group's."""
+    if group_members(group):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def shared_memory_files(server_pid: int, prefix: str) -> set[str]:
