@@ -23,6 +23,7 @@ PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg=$(flag))
 
 .PHONY: setup balancer export steps serve demo evaluate test bench clean
 
@@ -54,8 +55,7 @@ steps: setup
 	$(PY) -m export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)
 
 serve: setup
-	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS) --replicas $(REPLICAS) \
-		$(foreach flag,$(SERVER_ARGS),--server-arg=$(flag))
+	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS) $(SERVER_FLAGS)
 
 demo: setup
 	$(PY) -m serving.demo $(MODEL_FLAGS) --repository $(REPOSITORY) $(PORT_FLAGS)

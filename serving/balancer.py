@@ -90,7 +90,8 @@ class Balancer:
         """None while nginx runs; once it has exited, what to tell the user."""
         if self.process is None or self.process.poll() is None:
             return None
-        return f"{NAME} stopped with code {self.process.returncode}; log: {server_log.name(self.log_path)}"
+        ended = processes.how_it_ended(self.process.returncode)
+        return f"{NAME} {ended}; log: {server_log.name(self.log_path)}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fast shutdown (SIGTERM: the master stops its worker), then anything left in its group."""

@@ -31,6 +31,16 @@ def stubs(server_pid: int) -> dict[int, str]:
     return found
 
 
+def how_it_ended(returncode: int) -> str:
+    """'exited with code 1', or 'was killed by SIGKILL' (Popen's negative return codes)."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
 def group_members(group: int) -> list[int]:
     """The live processes of a process group (a group's id is not reused while it has members)."""
     found = []

@@ -47,7 +47,7 @@ def wait_until_ready(what: str, process: subprocess.Popen, http_url: str, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerError(server_log.failure_reason(f"{what} exited with code {process.returncode}", log_path))
+            raise ServerError(server_log.failure_reason(f"{what} {processes.how_it_ended(process.returncode)}", log_path))
         if ready(http_url):
             return
         time.sleep(0.2)
@@ -157,7 +157,7 @@ class TritonServer:
         process = self.process
         if process is None or process.poll() is None:
             return None
-        return f"tritonserver stopped with code {process.returncode}; log: {server_log.name(self.log_path)}"
+        return f"tritonserver {processes.how_it_ended(process.returncode)}; log: {server_log.name(self.log_path)}"
 
     def wait_until_ready(self) -> None:
         wait_until_ready("tritonserver", self.process, self.http_url, self.startup_timeout, self.log_path)
