@@ -5,8 +5,9 @@
 
 It waits until every model is ready and says so; a missing export, a port in use, or a model that
 fails to load ends it with one clear message and a non-zero exit instead of a hang. Ctrl-C,
-SIGTERM or SIGHUP stops it cleanly; killed hard (SIGKILL), it takes its servers with it. The work
-is serving.supervisor.TritonServer (one server) and serving.replicas.ReplicaSet (several).
+SIGTERM or SIGHUP stops it cleanly; killed hard (SIGKILL), it takes its servers with it. At start
+it removes the shared memory that servers killed with their stubs left in /dev/shm. The work is
+serving.supervisor.TritonServer (one server) and serving.replicas.ReplicaSet (several).
 """
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 from client.contract import ENSEMBLE
 from serving.replicas import ReplicaSet
 from serving.server_log import STDOUT, name
-from serving.supervisor import ServerError, TritonServer
+from serving.supervisor import ServerError, TritonServer, remove_orphaned_shared_memory
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -80,6 +81,10 @@ def main(argv=None) -> int:
     supervise = service.exit_reason if service is server else service.check
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
+    leftovers = remove_orphaned_shared_memory()
+    if leftovers:
+        print(f"make serve: removed {len(leftovers)} shared-memory files that killed servers left in /dev/shm",
+              file=sys.stderr)
     try:
         service.start()
     except ServerError as error:

@@ -66,8 +66,17 @@ def kill_leftovers(group: int) -> None:
 
 def shared_memory_files(server_pid: int, prefix: str) -> set[str]:
     """The /dev/shm files whose names start with `prefix` that the server or its stubs have mapped."""
+    return mapped_files([server_pid, *stubs(server_pid)], prefix)
+
+
+def every_process() -> list[int]:
+    return [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()]
+
+
+def mapped_files(pids, prefix: str) -> set[str]:
+    """The /dev/shm files whose names start with `prefix` that these processes have mapped."""
     found = set()
-    for pid in [server_pid, *stubs(server_pid)]:
+    for pid in pids:
         try:
             maps = Path(f"/proc/{pid}/maps").read_text()
         except OSError:

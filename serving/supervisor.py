@@ -62,6 +62,24 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                               "stop it, or choose other ports (HTTP_PORT=, GRPC_PORT=, METRICS_PORT=)")
 
 
+def remove_orphaned_shared_memory(min_age: float = 60.0) -> list[Path]:
+    """Remove the Python backend's shared-memory files that no process maps any more: left by
+    servers killed together with their stubs (SIGKILL to the whole group, the OOM killer), which
+    nobody else removes. Only this user's files older than `min_age` seconds (a starting server
+    maps its files at once); returns what was removed."""
+    mapped = processes.mapped_files(processes.every_process(), SHM_PREFIX)
+    removed = []
+    for path in Path("/dev/shm").glob(f"{SHM_PREFIX}*"):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if status.st_uid == os.getuid() and path.name not in mapped and time.time() - status.st_mtime > min_age:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @dataclass
 class TritonServer:
     repository: Path = Path("model_repository")

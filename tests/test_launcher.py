@@ -1,18 +1,21 @@
 """`make serve`: starts in seconds, stops cleanly, and fails fast with a reason instead of hanging."""
 
+import mmap
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from serving import processes
 from serving.ports import free_port, port_in_use
-from serving.supervisor import SHM_PREFIX, ServerError, ready
+from serving.supervisor import SHM_PREFIX, ServerError, ready, remove_orphaned_shared_memory
 from tests.conftest import REPO_ROOT, start_server
 from tests.server_helpers import alive, descendants, eventually
 
@@ -45,6 +48,24 @@ def test_stopping_one_server_leaves_another_running(tiny_repository):
             assert len(emotions) == 1 and probabilities.shape == (1, 4)
     finally:
         first.stop()
+
+
+def test_shared_memory_that_no_process_maps_is_removed_at_start():
+    """What servers killed together with their stubs leave in /dev/shm; the launcher removes it."""
+    orphan, fresh, held = (Path("/dev/shm", f"{SHM_PREFIX}test_{uuid.uuid4().hex}") for _ in range(3))
+    an_hour_ago = time.time() - 3600
+    try:
+        for path in (orphan, fresh, held):
+            path.write_bytes(bytes(4096))
+        for path in (orphan, held):
+            os.utime(path, (an_hour_ago, an_hour_ago))
+        with open(held, "r+b") as file, mmap.mmap(file.fileno(), 4096):
+            removed = remove_orphaned_shared_memory()
+        assert orphan in removed and not orphan.exists()
+        assert fresh.exists() and held.exists()  # starting (not mapped yet), and in use
+    finally:
+        for path in (orphan, fresh, held):
+            path.unlink(missing_ok=True)
 
 
 def free_ports() -> dict[str, int]:
@@ -96,7 +117,8 @@ def test_a_launcher_killed_hard_takes_its_servers_with_it(tiny_repository, tmp_p
     ports = free_ports()
     every_port = [ports["http"], ports["grpc"], *(ports["metrics"] + i for i in range(replicas))]
     first, _ = start_launcher(tiny_repository, ports, "--replicas", str(replicas),
-                              "--log-file", str(tmp_path / "tritonserver.log"))
+                              "--log-file", str(tmp_path / "tritonserver.log"),
+                              env={**os.environ, "TMPDIR": str(tmp_path)})  # its temporary folders stay behind
     family = descendants(first.pid)
     try:
         names = sorted(family.values())
