@@ -43,9 +43,7 @@ def ready_message(service) -> str:
             f"nginx: {name(service.balancer.log_path)}). Ctrl-C stops it.")
 
 
-def main(argv=None) -> int:
-    # A launcher that a script put in the background starts with SIGINT ignored: take it back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def parse_arguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serving.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -67,6 +65,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error(f"--replicas must be 1 or more, not {args.replicas}")
+    return args
+
+
+def main(argv=None) -> int:
+    # A launcher that a script put in the background starts with SIGINT ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    args = parse_arguments(argv)
     log_file = args.log_file
     if log_file != STDOUT:
         log_file.parent.mkdir(parents=True, exist_ok=True)
