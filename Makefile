@@ -13,6 +13,8 @@ HOST       ?= 127.0.0.1
 HTTP_PORT  ?= 8000
 GRPC_PORT  ?= 8001
 METRICS_PORT ?= 8002
+REPLICAS   ?= 1
+SERVER_ARGS ?=
 EXPORT_ARGS ?=
 STEPS_ARGS ?=
 BENCH_ARGS ?=
@@ -22,10 +24,11 @@ PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg=$(flag))
 
-.PHONY: setup export steps serve demo evaluate test bench clean
+.PHONY: setup balancer export steps serve demo evaluate test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed balancer
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +37,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m serving.perf_analyzer
 	touch $@
 
+# The load balancer of the local replica set (`make serve REPLICAS=2`): NGINX, from the system's
+# packages. Installed when missing and we are root (CI, containers); otherwise say how.
+balancer:
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "make setup: installing nginx (the load balancer of make serve REPLICAS=N)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
+	else \
+		echo "make setup: nginx is missing: the local replica set (make serve REPLICAS=N) and its tests need it;" \
+		     "install it as root: apt-get install nginx (one server, make serve, works without it)" >&2; \
+	fi
+
 export: setup
 	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --precision $(PRECISION) --out $(REPOSITORY) $(EXPORT_ARGS)
 
@@ -41,7 +56,7 @@ steps: setup
 	$(PY) -m export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)
 
 serve: setup
-	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS)
+	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS) $(SERVER_FLAGS)
 
 demo: setup
 	$(PY) -m serving.demo $(MODEL_FLAGS) --repository $(REPOSITORY) $(PORT_FLAGS)

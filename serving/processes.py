@@ -1,6 +1,8 @@
-"""What /proc says about a server: its Python stub processes and resident memory."""
+"""What /proc says about a server: its Python stub processes, process group and resident memory."""
 
+import os
 import re
+import signal
 from pathlib import Path
 
 STUB = b"triton_python_backend_stub"
@@ -29,10 +31,52 @@ def stubs(server_pid: int) -> dict[int, str]:
     return found
 
 
+def how_it_ended(returncode: int) -> str:
+    """'exited with code 1', or 'was killed by SIGKILL' (Popen's negative return codes)."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of a process group (a group's id is not reused while it has members)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill_leftovers(group: int) -> None:
+    """SIGKILL what is left of a process group whose leader has exited (the Python stubs of a killed
+    tritonserver, the worker of a killed nginx master); safe, since the id is still the group's."""
+    if group_members(group):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def shared_memory_files(server_pid: int, prefix: str) -> set[str]:
     """The /dev/shm files whose names start with `prefix` that the server or its stubs have mapped."""
+    return mapped_files([server_pid, *stubs(server_pid)], prefix)
+
+
+def every_process() -> list[int]:
+    return [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()]
+
+
+def mapped_files(pids, prefix: str) -> set[str]:
+    """The /dev/shm files whose names start with `prefix` that these processes have mapped."""
     found = set()
-    for pid in [server_pid, *stubs(server_pid)]:
+    for pid in pids:
         try:
             maps = Path(f"/proc/{pid}/maps").read_text()
         except OSError:

@@ -5,6 +5,13 @@ from pathlib import Path
 
 FAILED_MODEL = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 
+STDOUT = Path("-")
+"""The log path that means "the launcher's standard output" (containers log there)."""
+
+
+def name(log_path: Path) -> str:
+    return "standard output" if Path(log_path) == STDOUT else str(log_path)
+
 
 def read(path: Path) -> str:
     try:
@@ -14,6 +21,8 @@ def read(path: Path) -> str:
 
 
 def failure_reason(headline: str, log_path: Path) -> str:
+    if Path(log_path) == STDOUT:
+        return f"{headline}: the reason is in the server's log above (standard output)"
     text = read(log_path)
     failures = {}
     for model, reason in FAILED_MODEL.findall(text):

@@ -4,7 +4,9 @@ Start fails fast with one clear message (missing export, port in use, a model th
 load) instead of hanging. A Python-backend step whose stub process dies (crash, OOM kill) stays
 "not healthy" in Triton until its model is reloaded: the server runs with explicit model control,
 and a watchdog notices a missing stub, says which model, and reloads it. Stopping shuts the
-server down cleanly and removes any shared memory its Python stubs leave behind.
+server down cleanly and removes any shared memory its Python stubs leave behind. The server dies
+with the process that started it (serving.lifetime): a launcher killed hard leaves no server
+holding the ports.
 """
 
 import os
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.contract import ENSEMBLE
-from serving import bundled, processes, server_log
+from serving import bundled, lifetime, processes, server_log
 from serving.ports import port_in_use
 
 SHM_PREFIX = "triton_python_backend_shm_"
@@ -27,6 +29,55 @@ SHM_PREFIX = "triton_python_backend_shm_"
 
 class ServerError(RuntimeError):
     """The server could not be started; the message says why and what to do."""
+
+
+def ready(http_url: str) -> bool:
+    """Whether the Triton server (or a balancer in front of replicas) at host:port is ready: every
+    model loaded."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def wait_until_ready(what: str, process: subprocess.Popen, http_url: str, timeout: float, log_path: Path) -> None:
+    """Until the ensemble is ready at http_url; ServerError, with the reason the log gives, if
+    `process` (serving there) exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(server_log.failure_reason(f"{what} {processes.how_it_ended(process.returncode)}", log_path))
+        if ready(http_url):
+            return
+        time.sleep(0.2)
+    raise ServerError(server_log.failure_reason(f"{what} was not ready after {timeout:.0f} s", log_path))
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """ServerError naming the first of these ports (what -> number) that is in use."""
+    for what, port in ports.items():
+        if port_in_use(host, port):
+            raise ServerError(f"{what} port {port} on {host} is already in use (another server running?): "
+                              "stop it, or choose other ports (HTTP_PORT=, GRPC_PORT=, METRICS_PORT=)")
+
+
+def remove_orphaned_shared_memory(min_age: float = 60.0) -> list[Path]:
+    """Remove the Python backend's shared-memory files that no process maps any more: left by
+    servers killed together with their stubs (SIGKILL to the whole group, the OOM killer), which
+    nobody else removes. Only this user's files older than `min_age` seconds (a starting server
+    maps its files at once); returns what was removed."""
+    mapped = processes.mapped_files(processes.every_process(), SHM_PREFIX)
+    removed = []
+    for path in Path("/dev/shm").glob(f"{SHM_PREFIX}*"):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if status.st_uid == os.getuid() and path.name not in mapped and time.time() - status.st_mtime > min_age:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @dataclass
@@ -69,10 +120,7 @@ class TritonServer:
         if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
             raise ServerError(f"no exported model repository at {self.repository}: run `make export` "
                               "(or `make export PRESET=tiny` offline) first")
-        for what, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
-            if port_in_use(self.host, port):
-                raise ServerError(f"{what} port {port} on {self.host} is already in use (another server "
-                                  "running?): stop it, or choose other ports (HTTP_PORT=, GRPC_PORT=, METRICS_PORT=)")
+        check_ports_free(self.host, {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port})
 
     def command(self, backends: Path) -> list[str]:
         return [
@@ -91,16 +139,26 @@ class TritonServer:
         ]
 
     def start(self) -> "TritonServer":
+        return self.launch().await_ready()
+
+    def launch(self) -> "TritonServer":
+        """Start tritonserver without waiting for it (replicas load side by side). It gets SIGTERM
+        when this process dies, however it dies: call this from the main thread."""
         self.check_can_start()
         try:
             backends = bundled.backend_directory(Path(self._work.name) / "backends")
             command = self.command(backends)
         except bundled.BundledServerMissing as error:
             raise ServerError(str(error)) from None
-        log = open(self.log_path, "wb")
+        log = None if self.log_path == server_log.STDOUT else open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        env=bundled.server_environment(), start_new_session=True)
-        log.close()
+                                        env=bundled.server_environment(), start_new_session=True,
+                                        preexec_fn=lifetime.ends_with_parent())
+        if log is not None:
+            log.close()
+        return self
+
+    def await_ready(self) -> "TritonServer":
         try:
             self.wait_until_ready()
         except BaseException:
@@ -112,24 +170,18 @@ class TritonServer:
             threading.Thread(target=self._watch_stubs, name="stub-watchdog", daemon=True).start()
         return self
 
+    def exit_reason(self) -> str | None:
+        """None while tritonserver runs; once it has exited, what to tell the user."""
+        process = self.process
+        if process is None or process.poll() is None:
+            return None
+        return f"tritonserver {processes.how_it_ended(process.returncode)}; log: {server_log.name(self.log_path)}"
+
     def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(server_log.failure_reason(
-                    f"tritonserver exited with code {self.process.returncode}", self.log_path))
-            if self.ready():
-                return
-            time.sleep(0.2)
-        raise ServerError(server_log.failure_reason(
-            f"tritonserver was not ready after {self.startup_timeout:.0f} s", self.log_path))
+        wait_until_ready("tritonserver", self.process, self.http_url, self.startup_timeout, self.log_path)
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return ready(self.http_url)
 
     def python_models(self) -> list[str]:
         return sorted(p.parent.name for p in self.repository.glob("*/config.pbtxt")
@@ -152,6 +204,8 @@ class TritonServer:
     def _watch_stubs(self) -> None:
         models = self.python_models()
         while not self._stopping.wait(self.watchdog_seconds):
+            if self.exit_reason():  # the server itself is gone: nothing to reload
+                return
             for model in sorted(set(models) - set(self.stubs().values())):
                 if self._stopping.is_set():
                     return
@@ -178,6 +232,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        if self.process is not None:
+            processes.kill_leftovers(self.process.pid)
         self.process = None
         for leftover in self._shm_files:
             Path("/dev/shm", leftover).unlink(missing_ok=True)
@@ -186,6 +242,9 @@ class TritonServer:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def close(self) -> None:
         self.stop()
         self._work.cleanup()
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,6 +1,12 @@
-"""Raw tritonclient calls for the server tests (independent of the project's client library)."""
+"""Raw tritonclient calls, result checks and process checks for the server tests (independent of the
+project's client library)."""
+
+import re
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
@@ -34,3 +40,73 @@ def utterance(seconds: float, seed: int) -> np.ndarray:
     voice = sum(np.sin(2 * np.pi * pitch * k * t + rng.random() * 6) / k for k in range(1, 6))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * (3 + 2 * rng.random()) * t)
     return (0.2 * voice * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def assert_same(result, expected, atol: float):
+    """Two client Results agree: transcripts, durations, segments, probabilities within atol."""
+    assert result.file == expected.file
+    assert result.transcript == expected.transcript
+    assert result.duration == pytest.approx(expected.duration)
+    assert [(s.start, s.end) for s in result.segments] == [(s.start, s.end) for s in expected.segments]
+    for got, want in zip(result.segments, expected.segments):
+        assert got.transcript == want.transcript
+        np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()), atol=atol)
+    got, want = list(result.probabilities.values()), list(expected.probabilities.values())
+    np.testing.assert_allclose(got, want, atol=atol)
+    top_two = sorted(want)[-2:]
+    if top_two[1] - top_two[0] > 10 * atol:
+        assert result.label == expected.label
+
+
+def ensemble_successes(server) -> int:
+    """The ensemble requests one server has answered, from its own inference statistics."""
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        return client.get_inference_statistics(contract.ENSEMBLE).model_stats[0].inference_stats.success.count
+
+
+def requests_served(servers, before: list[int], total: int) -> list[int]:
+    """Each server's new ensemble requests, once the statistics account for all `total` of them."""
+    deadline = time.monotonic() + 10  # statistics are recorded just after the responses go out
+    while True:
+        served = [ensemble_successes(s) - b for s, b in zip(servers, before)]
+        if sum(served) >= total or time.monotonic() > deadline:
+            return served
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return b"zombie" not in status.read_bytes().lower()
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command name, for every process below `pid` (children, their children, ...)."""
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        parents[int(status.parent.name)] = (int(re.search(r"PPid:\s+(\d+)", text).group(1)),
+                                            re.search(r"Name:\s+(\S+)", text).group(1))
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def eventually(condition, seconds: float = 30.0) -> bool:
+    """Whether `condition()` comes true within `seconds` (polled; a bound, not a timing check)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -13,6 +13,7 @@ import soxr
 from client.audio import AudioError, load_audio
 from client.contract import CLIENT_WINDOW_SECONDS, MAX_SECONDS, SAMPLE_RATE
 from client.library import ClientError, SERClient, ServerUnreachable
+from tests.server_helpers import assert_same
 
 pytestmark = pytest.mark.server
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,21 +89,6 @@ def reference_results(tiny_reference):
         return cache[path]
 
     return result
-
-
-def assert_same(result, expected, atol: float):
-    assert result.file == expected.file
-    assert result.transcript == expected.transcript
-    assert result.duration == pytest.approx(expected.duration)
-    assert [(s.start, s.end) for s in result.segments] == [(s.start, s.end) for s in expected.segments]
-    for got, want in zip(result.segments, expected.segments):
-        assert got.transcript == want.transcript
-        np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()), atol=atol)
-    got, want = list(result.probabilities.values()), list(expected.probabilities.values())
-    np.testing.assert_allclose(got, want, atol=atol)
-    top_two = sorted(want)[-2:]
-    if top_two[1] - top_two[0] > 10 * atol:
-        assert result.label == expected.label
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

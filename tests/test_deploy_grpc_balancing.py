@@ -2,16 +2,13 @@
 its channels with spreads one client's requests over every address of its target, as it does over
 the pods behind a headless Service (dns:///ser-triton-headless:8001) on Kubernetes."""
 
-import time
-
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
-from client.contract import ENSEMBLE, SAMPLE_RATE
+from client.contract import SAMPLE_RATE
 from client.library import SERClient
 from tests.conftest import start_server
-from tests.server_helpers import utterance
+from tests.server_helpers import ensemble_successes, requests_served, utterance
 
 pytestmark = pytest.mark.server
 
@@ -23,21 +20,6 @@ def two_servers(tiny_repository):
     with start_server(tiny_repository, watchdog_seconds=None) as first, \
             start_server(tiny_repository, watchdog_seconds=None) as second:
         yield first, second
-
-
-def ensemble_successes(server) -> int:
-    with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        return client.get_inference_statistics(ENSEMBLE).model_stats[0].inference_stats.success.count
-
-
-def requests_served(servers, before: list[int], total: int) -> list[int]:
-    """Each server's new ensemble requests, once the statistics account for all `total` of them."""
-    deadline = time.monotonic() + 10  # statistics are recorded just after the responses go out
-    while True:
-        served = [ensemble_successes(s) - b for s, b in zip(servers, before)]
-        if sum(served) >= total or time.monotonic() > deadline:
-            return served
-        time.sleep(0.1)
 
 
 def classify_through(target: str, **options) -> list:

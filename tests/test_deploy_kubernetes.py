@@ -175,6 +175,17 @@ def test_the_cpu_launcher_waits_as_long_as_the_startup_probe():
     assert timeout >= probe_budget_seconds(server_container(overlay("cpu"))["startupProbe"])
 
 
+def test_cpu_pods_close_grpc_connections_like_the_gpu_pods():
+    """gRPC clients balancing over the headless Service re-resolve its name only when a connection
+    closes: both images' servers close them after the same age (the CPU launcher's --server-arg)."""
+    command = yaml.safe_load(DockerfileParser(str(DOCKERFILES["cpu"])).cmd)
+    cpu = flags(a.removeprefix("--server-arg=") for a in command if a.startswith("--server-arg="))
+    gpu = flags(server_container(overlay("gpu"))["args"])
+    assert set(cpu) <= tritonserver_flags()
+    for flag in ("--grpc-max-connection-age", "--grpc-max-connection-age-grace"):
+        assert cpu[flag] == gpu[flag]
+
+
 def test_strict_readiness_everywhere_tritonserver_runs():
     """Ready means every model is loaded: the GPU args say so; the CPU launcher always passes it."""
     for name in OVERLAYS:

@@ -1,25 +1,25 @@
 """`make serve`: starts in seconds, stops cleanly, and fails fast with a reason instead of hanging."""
 
+import mmap
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from serving.ports import free_port
 from serving import processes
-from serving.supervisor import SHM_PREFIX, ServerError
+from serving.ports import free_port, port_in_use
+from serving.supervisor import SHM_PREFIX, ServerError, ready, remove_orphaned_shared_memory
 from tests.conftest import REPO_ROOT, start_server
+from tests.server_helpers import alive, descendants, eventually
 
 pytestmark = pytest.mark.server
-
-
-def alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and b"zombie" not in status.read_bytes().lower()
 
 
 def test_start_and_stop_leave_nothing_behind(tiny_repository):
@@ -50,10 +50,102 @@ def test_stopping_one_server_leaves_another_running(tiny_repository):
         first.stop()
 
 
+def test_shared_memory_that_no_process_maps_is_removed_at_start():
+    """What servers killed together with their stubs leave in /dev/shm; the launcher removes it."""
+    orphan, fresh, held = (Path("/dev/shm", f"{SHM_PREFIX}test_{uuid.uuid4().hex}") for _ in range(3))
+    an_hour_ago = time.time() - 3600
+    try:
+        for path in (orphan, fresh, held):
+            path.write_bytes(bytes(4096))
+        for path in (orphan, held):
+            os.utime(path, (an_hour_ago, an_hour_ago))
+        with open(held, "r+b") as file, mmap.mmap(file.fileno(), 4096):
+            removed = remove_orphaned_shared_memory()
+        assert orphan in removed and not orphan.exists()
+        assert fresh.exists() and held.exists()  # starting (not mapped yet), and in use
+    finally:
+        for path in (orphan, fresh, held):
+            path.unlink(missing_ok=True)
+
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in ("http", "grpc", "metrics")}
+
+
+def launcher_command(repository: Path, ports: dict[str, int], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "serving.launcher", "--repository", str(repository), "--timeout", "60",
+            *(f"--{name}-port={port}" for name, port in ports.items()), *extra]
+
+
 def serve(repository: Path, *extra: str) -> subprocess.CompletedProcess:
-    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
-    return subprocess.run([sys.executable, "-m", "serving.launcher", "--repository", str(repository), "--timeout", "60",
-                           *ports, *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(launcher_command(repository, free_ports(), *extra), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def ignore_sigint():
+    """What a non-interactive shell does to a command it puts in the background (`make serve &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_launcher(repository: Path, ports: dict[str, int], *extra: str, **popen) -> tuple[subprocess.Popen, str]:
+    """A launcher that has said it is ready, and what it said (it gives up by itself after its --timeout)."""
+    launcher = subprocess.Popen(launcher_command(repository, ports, *extra), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, **popen)
+    said = []
+    while not (said and said[-1].startswith("ready:")):
+        line = launcher.stdout.readline()
+        assert line, "".join(said)  # it exited without being ready
+        said.append(line)
+    assert ready(f"127.0.0.1:{ports['http']}")
+    return launcher, "".join(said)
+
+
+def end(launcher: subprocess.Popen, family: dict[int, str]) -> None:
+    """Whatever a failed test left running: the launcher and every process below it."""
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait()
+    for pid in family:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_launcher_killed_hard_takes_its_servers_with_it(tiny_repository, tmp_path, replicas):
+    """kill -9 of `make serve` runs none of its clean-up code: tritonserver, its Python stubs and (with
+    replicas) nginx end anyway, their shared memory goes, and the next launcher on the ports starts."""
+    ports = free_ports()
+    every_port = [ports["http"], ports["grpc"], *(ports["metrics"] + i for i in range(replicas))]
+    first, _ = start_launcher(tiny_repository, ports, "--replicas", str(replicas),
+                              "--log-file", str(tmp_path / "tritonserver.log"),
+                              env={**os.environ, "TMPDIR": str(tmp_path)})  # its temporary folders stay behind
+    family = descendants(first.pid)
+    try:
+        names = sorted(family.values())
+        assert names.count("tritonserver") == replicas and names.count("nginx") == (2 if replicas > 1 else 0)
+        assert names.count(processes.STUB.decode()[:15]) >= 7 * replicas, names  # one per Python step at least
+        shm = set().union(*(processes.shared_memory_files(pid, SHM_PREFIX)
+                            for pid, name in family.items() if name == "tritonserver"))
+        assert shm
+        first.kill()
+        first.wait()
+        assert eventually(lambda: not any(alive(pid) for pid in family)), \
+            {pid: name for pid, name in family.items() if alive(pid)}
+        assert not any(Path("/dev/shm", name).exists() for name in shm)
+        assert not any(port_in_use("127.0.0.1", port) for port in every_port)
+    finally:
+        end(first, family)
+    # as a script's `make serve &` starts it; the server's log on the launcher's stdout (containers)
+    second, said = start_launcher(tiny_repository, ports, "--replicas", str(replicas), "--log-file", "-",
+                                  preexec_fn=ignore_sigint)
+    family = descendants(second.pid)
+    try:
+        assert said.count("Started GRPCInferenceService at") == replicas, said
+        second.send_signal(signal.SIGINT)  # taken back by the launcher: a clean stop
+        assert second.wait(60) == 0, second.communicate()[0]
+        assert not any(alive(pid) for pid in family)
+    finally:
+        end(second, family)
 
 
 def test_missing_export_says_run_make_export(tmp_path):

@@ -1,0 +1,119 @@
+"""A local replica set: N bundled tritonserver replicas on loopback behind one NGINX load balancer.
+
+`make serve REPLICAS=2`. The set is the server `make serve` would start, N times: clients see one
+server where that one would listen (its host, HTTP and gRPC ports; serving/balancer.py listens
+there), each replica listens on free loopback ports of its own, and replica i (1, 2, ...) serves
+its metrics on METRICS_PORT + i - 1, since metrics are per replica (Prometheus scrapes each, as
+in a cluster). The replicas load side by side, everything stops together, and everything dies
+with the process that started it. A replica whose server exits is restarted when `check()`
+notices (the balancer sends its requests to the others meanwhile); one that then fails to start
+is left out, and the set goes on while one replica serves.
+"""
+
+import dataclasses
+import sys
+
+from serving import server_log
+from serving.balancer import FAIL_TIMEOUT, Balancer
+from serving.ports import free_port
+from serving.supervisor import ServerError, TritonServer
+
+LOOPBACK = "127.0.0.1"
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(LOOPBACK)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class ReplicaSet:
+    def __init__(self, front: TritonServer, replicas: int = 2, fail_timeout: float = FAIL_TIMEOUT):
+        """`front`: the one server this set stands in for (repository, flags, where clients connect,
+        the metrics port of replica 1, the log: tritonserver.log gives tritonserver.1.log, ... and
+        nginx.log beside it). `fail_timeout`: seconds the balancer leaves out a replica that failed."""
+        if replicas < 1:
+            raise ValueError(f"a replica set needs at least 1 replica, not {replicas}")
+        metrics_ports = [front.metrics_port + i for i in range(replicas)]
+        if {front.http_port, front.grpc_port} & set(metrics_ports):
+            raise ServerError(f"the replicas' metrics ports {metrics_ports[0]}-{metrics_ports[-1]} (METRICS_PORT and "
+                              f"the next {replicas - 1}) include the HTTP or gRPC port: choose other ports")
+        self.front = front
+        internal = _free_ports(2 * replicas)
+        self.servers = [dataclasses.replace(front, host=LOOPBACK, http_port=internal[2 * i],
+                                            grpc_port=internal[2 * i + 1], metrics_port=metrics_ports[i],
+                                            log_path=self._log(f"{front.log_path.stem}.{i + 1}"),
+                                            extra_args=list(front.extra_args))
+                        for i in range(replicas)]
+        self.balancer = Balancer(front, self.servers, self._log("nginx"), fail_timeout)
+
+    def _log(self, stem: str):
+        """A log beside the front's, named `stem`; all on standard output where the front's is."""
+        log = self.front.log_path
+        return log if log == server_log.STDOUT else log.with_name(stem + log.suffix)
+
+    @property
+    def http_url(self) -> str:
+        return self.front.http_url
+
+    @property
+    def grpc_url(self) -> str:
+        return self.front.grpc_url
+
+    def start(self) -> "ReplicaSet":
+        self.balancer.check_can_start()  # before minutes of model loading
+        try:
+            for server in self.servers:
+                server.launch()
+            for server in self.servers:
+                server.await_ready()
+            self.balancer.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def check(self) -> str | None:
+        """One round of supervision: restart the replicas whose server exited. None while the set
+        serves; otherwise why it cannot go on (the balancer exited, or no replica is left)."""
+        reason = self.balancer.exit_reason()
+        if reason:
+            return reason
+        for number, server in enumerate(self.servers, 1):
+            reason = server.exit_reason()
+            if reason is None:
+                continue
+            _say(f"replica {number} ({server.http_url}): {reason}; restarting it "
+                 "(the balancer sends its requests to the other replicas meanwhile)")
+            server.stop()
+            try:
+                server.start()
+                _say(f"replica {number} is ready again")
+            except ServerError as error:
+                _say(f"replica {number} could not be restarted and is left out: {error}")
+        if all(server.process is None for server in self.servers):
+            return "no replica is left: every one exited and could not be restarted (see the messages above)"
+        return None
+
+    def stop(self) -> None:
+        self.balancer.stop()
+        for server in self.servers:
+            server.stop()
+
+    def close(self) -> None:
+        self.balancer.close()
+        for server in [*self.servers, self.front]:
+            server.close()
+
+    def __enter__(self) -> "ReplicaSet":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _say(message: str) -> None:
+    print(f"serve: {message}", file=sys.stderr, flush=True)
