@@ -158,86 +158,116 @@ class Evidence:
         return cls(reference, min(calibration, len(reference)), timing)
 
 
-def measure(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, fp32_sessions: dict,
-            assets: Path, all_specs: dict, threads: int, timed: bool) -> dict:
-    """One variant of one network: its speed (seconds on the timing utterances, with the threads
-    it is served with), its drift from fp32 along the chain, and how much a padded batch changes
-    its answers."""
+def time_and_batch(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, threads: int,
+                   timed: bool) -> dict:
+    """One variant of one network, alone: its speed (seconds on the timing utterances, with the
+    threads it is served with) and how much a padded batch changes its answers."""
     feeds = network_feeds(evidence.reference, spec)
     entry = {"variant": variant.describe(), "onnx_file_bytes": path.stat().st_size}
     session = session_factory(path, variant, threads)()
     if timed:
         entry["seconds"] = round(time_network(session, spec, [feeds[i] for i in evidence.timing]), 4)
     entry["max_abs_diff_batched_vs_alone"] = batch_dependence(session, spec, feeds[:4])
-    del session
+    return entry
+
+
+def judge(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, fp32_sessions: dict,
+          assets: Path, all_specs: dict) -> dict:
+    """Its drift from fp32 along the chain (the other networks fp32), against DRIFT_LIMITS."""
     if variant == FP32:
         candidate = evidence.reference
     else:
         candidate = run_chain({**fp32_sessions, spec.name: session_factory(path, variant, 0)}, assets, all_specs,
                               cached=evidence.reference, replaced={spec.name})
-    entry["drift"] = {"min_hidden_cosine": output_cosine(evidence.reference, candidate, spec),
-                      **chain_drift(evidence.reference, candidate, all_specs)}
-    entry["violations"] = DRIFT_LIMITS.violations(entry["drift"])
-    entry["within_limits"] = not entry["violations"]
-    return entry
+    drift = {"min_hidden_cosine": output_cosine(evidence.reference, candidate, spec),
+             **chain_drift(evidence.reference, candidate, all_specs)}
+    violations = DRIFT_LIMITS.violations(drift)
+    return {"drift": drift, "violations": violations, "within_limits": not violations}
 
 
 def pick(entries: dict[str, dict]) -> str:
-    """The fastest variant within the drift limits (fp32 is always among them)."""
-    allowed = {name: entry for name, entry in entries.items() if entry["within_limits"]}
+    """The fastest judged variant within the drift limits (fp32 is always among them)."""
+    allowed = {name: entry for name, entry in entries.items() if entry.get("within_limits")}
     return min(allowed, key=lambda name: allowed[name]["seconds"])
+
+
+def choose_variant(requested: str, name: str, fp32: Path, spec, evidence: Evidence, fp32_sessions: dict, assets: Path,
+                   all_specs: dict, scratch: Path, isa: list[str], threads: int, log) -> tuple[Variant, Path, dict]:
+    """One network's variant: for `auto`, every candidate is built and timed, then judged from the
+    fastest down until one is within the limits (the slower ones need no judging)."""
+    variants = candidates(name, isa) if requested == "auto" else [FIXED[requested]]
+    calibration = network_feeds(evidence.reference[: evidence.calibration], spec)
+    cache = scratch / f"{name}.calibration.json"
+    entries, files = {}, {}
+    for variant in variants:
+        files[variant.name] = variant.build(fp32, scratch / f"{name}.{variant.name}.onnx", calibration,
+                                            reduce_range(isa), cache)
+        entries[variant.name] = time_and_batch(variant, files[variant.name], spec, evidence, threads,
+                                               timed=requested == "auto")
+    order = sorted(variants, key=lambda v: entries[v.name]["seconds"]) if requested == "auto" else variants
+    chosen = None
+    for variant in order:
+        if chosen is not None:
+            entries[variant.name]["judged"] = f"no: {chosen.name} is faster and within the limits"
+            continue
+        entries[variant.name].update(judge(variant, files[variant.name], spec, evidence, fp32_sessions, assets,
+                                           all_specs))
+        log.info("%s %s: %s", name, variant.name, {k: v for k, v in entries[variant.name].items() if k != "variant"})
+        if entries[variant.name]["within_limits"] or requested != "auto":
+            chosen = variant
+    for variant_name, path in files.items():
+        if path != fp32 and variant_name != chosen.name:
+            path.unlink(missing_ok=True)
+    return chosen, files[chosen.name], entries
 
 
 def choose(requested: str, out: Path, all_specs: dict, audios: list, source: str, scratch: Path, isa: list[str],
            threads: int, log) -> dict:
     """Replace each fp32 network in `out` by its variant for `requested` (auto: the fastest within
-    the drift limits), measured on `audios`; returns the report (choices and their evidence)."""
+    the drift limits), measured on `audios`; returns the report (choices and their evidence).
+    For `auto`, should the chosen networks together break a limit that each kept alone, the one
+    that gains least goes back to fp32 until the chain is within the limits."""
     assets = model_directory(out, specs.CTC_TOKENIZE)
     fp32 = {name: network_file(out, name) for name in specs.ONNX_NETWORKS}
     fp32_sessions = {name: session_factory(path, FP32, 0) for name, path in fp32.items()}  # every core
+    log.info("precision %s: the fp32 chain on %d utterances (%s)", requested, len(audios), source)
     evidence = Evidence.of(run_chain(fp32_sessions, assets, all_specs, audios), all_specs)
     report = {"requested": requested, "isa": isa, "reduce_range": reduce_range(isa),
               "limits": asdict(DRIFT_LIMITS), "audio": source, "utterances": len(audios),
               "calibration_utterances": evidence.calibration, "threads": threads, "networks": {}}
-    chosen = {}
+    chosen, files = {}, {}
     for name in specs.ONNX_NETWORKS:
-        spec = all_specs[name]
-        variants = candidates(name, isa) if requested == "auto" else [FIXED[requested]]
-        calibration = network_feeds(evidence.reference[: evidence.calibration], spec)
-        cache = scratch / f"{name}.calibration.json"
-        entries, files = {}, {}
-        for variant in variants:
-            files[variant.name] = variant.build(fp32[name], scratch / f"{name}.{variant.name}.onnx", calibration,
-                                                reduce_range(isa), cache)
-            entries[variant.name] = measure(variant, files[variant.name], spec, evidence, fp32_sessions, assets,
-                                            all_specs, threads, timed=requested == "auto")
-            log.info("%s %s: %s", name, variant.name, {k: v for k, v in entries[variant.name].items() if k != "variant"})
-        pick_name = pick(entries) if requested == "auto" else variants[0].name
-        variant = next(v for v in variants if v.name == pick_name)
-        if files[pick_name] != fp32[name]:
-            files[pick_name].replace(fp32[name])
-        for path in files.values():
-            if path != fp32[name]:
-                path.unlink(missing_ok=True)
-        chosen[name] = variant
-        report["networks"][name] = {"chosen": pick_name, "runtime": variant.runtime,
-                                    "runtime_precision": variant.runtime_precision,
-                                    "within_limits": entries[pick_name]["within_limits"], "candidates": entries}
-        if not entries[pick_name]["within_limits"]:
+        chosen[name], files[name], entries = choose_variant(requested, name, fp32[name], all_specs[name], evidence,
+                                                            fp32_sessions, assets, all_specs, scratch, isa, threads, log)
+        report["networks"][name] = {"candidates": entries}
+        if not entries[chosen[name].name]["within_limits"]:
             log.warning("%s: --precision %s moves the answers past the drift limits (%s): exported anyway",
-                        name, requested, "; ".join(entries[pick_name]["violations"]))
-    final = {name: session_factory(fp32[name], chosen[name], 0) for name in specs.ONNX_NETWORKS}
-    replaced = {name for name, variant in chosen.items() if variant != FP32}
-    whole = run_chain(final, assets, all_specs, cached=evidence.reference, replaced=replaced)
-    report["chain_drift_vs_fp32"] = {
-        # each network's own outputs, measured on fp32 inputs (downstream of a changed transcript the
-        # token sequences differ, so the chain's hidden states no longer line up)
-        "min_hidden_cosine": min(entry["candidates"][entry["chosen"]]["drift"]["min_hidden_cosine"]
-                                 for entry in report["networks"].values()),
-        **chain_drift(evidence.reference, whole, all_specs)}
-    report["chain_violations"] = DRIFT_LIMITS.violations(report["chain_drift_vs_fp32"])
-    report["within_limits"] = not report["chain_violations"] and all(
-        entry["within_limits"] for entry in report["networks"].values())
+                        name, requested, "; ".join(entries[chosen[name].name]["violations"]))
+    while True:
+        replaced = {name for name, variant in chosen.items() if variant != FP32}
+        whole = run_chain({name: session_factory(files[name], chosen[name], 0) for name in specs.ONNX_NETWORKS},
+                          assets, all_specs, cached=evidence.reference, replaced=replaced)
+        drift = {"min_hidden_cosine": min(report["networks"][name]["candidates"][chosen[name].name]["drift"][
+            "min_hidden_cosine"] for name in specs.ONNX_NETWORKS), **chain_drift(evidence.reference, whole, all_specs)}
+        violations = DRIFT_LIMITS.violations(drift)
+        if not violations or requested != "auto" or not replaced:
+            break
+        gains = {name: report["networks"][name]["candidates"]["fp32"]["seconds"]
+                 - report["networks"][name]["candidates"][chosen[name].name]["seconds"] for name in replaced}
+        back = min(gains, key=gains.get)
+        log.info("precision auto: together the networks break %s; %s goes back to fp32", violations, back)
+        report["networks"][back]["candidates"]["fp32"].update(judge(FP32, fp32[back], all_specs[back], evidence,
+                                                                    fp32_sessions, assets, all_specs))
+        chosen[back], files[back] = FP32, fp32[back]
+    for name, variant in chosen.items():
+        if files[name] != fp32[name]:
+            files[name].replace(fp32[name])
+        report["networks"][name].update(chosen=variant.name, runtime=variant.runtime,
+                                        runtime_precision=variant.runtime_precision,
+                                        within_limits=report["networks"][name]["candidates"][variant.name]["within_limits"])
+    report["chain_drift_vs_fp32"] = drift  # the network cosine: each measured on fp32 inputs, where tokens line up
+    report["chain_violations"] = violations
+    report["within_limits"] = not violations and all(entry["within_limits"] for entry in report["networks"].values())
     return report
 
 
