@@ -40,6 +40,8 @@ from serving import perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+PYTORCH_TIMEOUT_S = 3600
+"""A PyTorch variant (torch.compile's first calls, above all) that takes longer is reported as failed."""
 ISA = isa(cpu_flags())
 VARIANTS = ("fp32", "int8", "int8-static") + (("bf16",) if has_bf16(ISA) else ()) + ("auto",)
 """The served variants measured by default on this CPU (bf16 only where the hardware runs it)."""
@@ -211,11 +213,14 @@ def run_pytorch(variant: str, args, workload_root: Path) -> dict:
         if args.no_progress:
             command.append("--no-progress")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
-        done = subprocess.run(command, cwd=ROOT, env=env)
+        try:
+            done = subprocess.run(command, cwd=ROOT, env=env, timeout=PYTORCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            done = subprocess.CompletedProcess(command, f"no result after {PYTORCH_TIMEOUT_S} s")
         if done.returncode != 0:
             if variant == BASELINE_VARIANT:
-                raise SystemExit(f"bench: the PyTorch baseline failed (rc {done.returncode})")
-            return {"failed": f"python -m bench.baseline --variant {variant} exited with {done.returncode}"}
+                raise SystemExit(f"bench: the PyTorch baseline failed ({done.returncode})")
+            return {"failed": f"python -m bench.baseline --variant {variant}: {done.returncode}"}
     return json.loads(out.read_text())
 
 
