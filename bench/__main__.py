@@ -214,13 +214,14 @@ def run_pytorch(variant: str, args, workload_root: Path) -> dict:
             command.append("--no-progress")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
         try:
-            done = subprocess.run(command, cwd=ROOT, env=env, timeout=PYTORCH_TIMEOUT_S)
+            code = subprocess.run(command, cwd=ROOT, env=env, timeout=PYTORCH_TIMEOUT_S).returncode
+            problem = f"exited with {code}" if code else None
         except subprocess.TimeoutExpired:
-            done = subprocess.CompletedProcess(command, f"no result after {PYTORCH_TIMEOUT_S} s")
-        if done.returncode != 0:
+            problem = f"gave no result within {PYTORCH_TIMEOUT_S} s"
+        if problem:
             if variant == BASELINE_VARIANT:
-                raise SystemExit(f"bench: the PyTorch baseline failed ({done.returncode})")
-            return {"failed": f"python -m bench.baseline --variant {variant}: {done.returncode}"}
+                raise SystemExit(f"bench: the PyTorch baseline {problem}")
+            return {"failed": f"python -m bench.baseline --variant {variant} {problem}"}
     return json.loads(out.read_text())
 
 
