@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from export import specs
-from export.onnx_export import pad_batch, run_onnx, valid_extent
+from export.onnx_export import cases_and_batch, run_network, run_onnx, valid_extent
 from serving.steps.runtime import make_session
 from serving.steps.text import TranscriptTokenizer
 
@@ -25,12 +25,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def network_drift(reference: Path, candidate: Path, spec: specs.ModelSpec, cases: list[dict]) -> dict:
     """Per float output: max |difference| and min cosine over the valid part of each case, alone
-    and as one padded batch (the candidate's batched rows against the reference alone)."""
-    reference, candidate = make_session(reference, 0), make_session(candidate, 0)
-    batched = run_onnx(candidate, spec, pad_batch(spec, cases))
+    and as one padded batch (the candidate's batched rows against the reference alone). One
+    session at a time: the reference's outputs are kept, not its session."""
+    expected_all = run_network(reference, spec, cases)
+    *got_all, batched = run_network(candidate, spec, cases_and_batch(spec, cases))
     report = {}
-    for row, case in enumerate(cases):
-        expected, got = run_onnx(reference, spec, case), run_onnx(candidate, spec, case)
+    for row, (case, expected, got) in enumerate(zip(cases, expected_all, got_all)):
         for output in spec.outputs:
             if output.dtype != "float32":
                 continue

@@ -6,15 +6,16 @@ For the `cpu` target, after a network has passed its parity check against PyTorc
 2. for `--precision int8`, dynamic int8 quantization (export.quantize) of every network, whose
    drift from fp32 is measured (export.drift) and reported, not held to a tolerance.
 The fp32 file is kept in the scratch folder, so the whole chain can be compared afterwards.
+Every network this writes keeps its weights in a file of its own (export.network_files), and each
+comparison holds one session at a time.
 """
 
 import logging
-import shutil
 from pathlib import Path
 
 import onnx
 
-from export import specs
+from export import network_files, specs
 from export.drift import network_drift
 from export.errors import ParityError
 from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
@@ -28,36 +29,37 @@ CONV_NETWORKS = (ACOUSTIC_ENCODER.name, ASR.name)
 """Networks whose convolutional feature encoder becomes MatMuls."""
 
 
-def rewrite(path: Path) -> dict:
-    """The conv front end as MatMuls, in place; how many places each rewrite changed."""
-    model = onnx.load(str(path))
+def rewrite(source: Path, destination: Path) -> dict:
+    """The conv front end as MatMuls; how many places each rewrite changed."""
+    model = onnx.load(str(source))
     counts = {"time_sums_to_matmul": time_sums_to_matmul(model),  # shape inference: before the rewrite
               "conv_to_matmul": conv_to_matmul(model)}
-    onnx.save(model, str(path))
+    network_files.save(model, destination)
     return counts
 
 
 def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scratch: Path, precision: str = "fp32",
                      rewrites: bool = True, tolerance: float = 1e-4) -> tuple[dict, Path]:
     """Rewrite (and quantize) the network at `path` in place. Returns its report entry and the
-    path of its fp32 version (`path` itself, or a copy in `scratch` when int8 replaced it)."""
+    path of its fp32 version (`path` itself, or one in `scratch`, this network's own folder, when
+    int8 replaced it)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
     entry = {}
     if rewrites and spec.name in CONV_NETWORKS:
-        exported = scratch / f"{spec.name}.exported.onnx"
-        shutil.copyfile(path, exported)
-        entry.update(rewrite(path))
+        exported = scratch / "exported" / path.name
+        network_files.move(path, exported)
+        entry.update(rewrite(exported, path))
         entry["fp32_vs_exported"] = network_drift(exported, path, spec, cases)
-        exported.unlink()
+        network_files.remove(exported)
         worst = {o: v["max_abs_diff"] for o, v in entry["fp32_vs_exported"].items() if v["max_abs_diff"] > tolerance}
         if worst:
             raise ParityError(f"{spec.name}: the rewritten graph differs from the exported one past {tolerance}: "
                               f"{worst}; export with --no-optimize and report this")
     fp32 = path
     if precision == "int8":
-        fp32 = scratch / f"{spec.name}.fp32.onnx"
-        shutil.move(path, fp32)
+        fp32 = scratch / "fp32" / path.name
+        network_files.move(path, fp32)
         quantize_int8(fp32, path)
         entry["int8_vs_fp32"] = network_drift(fp32, path, spec, cases)
     entry["onnx_bytes"] = onnx_bytes(path)
