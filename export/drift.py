@@ -21,8 +21,7 @@ import numpy as np
 from client.contract import LABELS
 from client.metrics import compare_systems, decisive_label_agreement
 from export import specs
-from export.onnx_export import pad_batch, run_onnx, valid_extent
-from serving.steps.runtime import make_session
+from export.onnx_export import cases_and_batch, pad_batch, run_network, run_onnx, valid_extent
 from serving.steps.text import TranscriptTokenizer
 
 LABEL_MARGIN = 0.1
@@ -41,23 +40,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def network_drift(reference: Path, candidate: Path, spec: specs.ModelSpec, cases: list[dict]) -> dict:
     """Per float output: max |difference| and min cosine over the valid part of each case, alone
-    and as one padded batch (the candidate's batched rows against the reference alone). The two
-    sessions run one after the other."""
-    session = make_session(reference, 0)
-    expected = [run_onnx(session, spec, case) for case in cases]
-    session = make_session(candidate, 0)
-    got = [run_onnx(session, spec, case) for case in cases]
-    batched = run_onnx(session, spec, pad_batch(spec, cases))
-    del session
+    and as one padded batch (the candidate's batched rows against the reference alone). One
+    session at a time: the reference's outputs are kept, not its session."""
+    expected_all = run_network(reference, spec, cases)
+    *got_all, batched = run_network(candidate, spec, cases_and_batch(spec, cases))
     report = {}
-    for row, case in enumerate(cases):
+    for row, (case, expected, got) in enumerate(zip(cases, expected_all, got_all)):
         for output in spec.outputs:
             if output.dtype != "float32":
                 continue
-            extent = valid_extent(output, {**case, **expected[row]}, 0)
-            want = expected[row][output.name][0][:extent]
+            extent = valid_extent(output, {**case, **expected}, 0)
+            want = expected[output.name][0][:extent]
             entry = report.setdefault(output.name, {"max_abs_diff": 0.0, "min_cosine": 1.0})
-            for value in (got[row][output.name][0][:extent], batched[output.name][row][:extent]):
+            for value in (got[output.name][0][:extent], batched[output.name][row][:extent]):
                 entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(want - value).max()))
                 entry["min_cosine"] = min(entry["min_cosine"], cosine(want, value))
     return report

@@ -164,7 +164,7 @@ def time_sums_to_matmul(model: onnx.ModelProto) -> int:
     middle axis is many times slower than the one GEMM it becomes here. Run it before
     conv_to_matmul: it needs the shape inference of the exported graph."""
     graph = model.graph
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    inferred = onnx.shape_inference.infer_shapes(_without_weights(model), strict_mode=False)
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(inferred.graph.value_info) + list(graph.input)
              if v.type.tensor_type.elem_type == TensorProto.FLOAT and v.type.tensor_type.HasField("shape")}
     constants = _constants(graph)
@@ -190,8 +190,26 @@ def time_sums_to_matmul(model: onnx.ModelProto) -> int:
     return rewritten
 
 
+SHAPE_ONLY_ELEMENTS = 1024
+"""Initialisers larger than this are weights: shape inference gets only their type and shape."""
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for shape inference, with each weight replaced by a graph input of its type and shape
+    (a full copy would double the model in memory; small initialisers, such as shapes, are kept)."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    weights = [i for i in graph.initializer if np.prod(i.dims) > SHAPE_ONLY_ELEMENTS and i.name not in inputs]
+    skeleton = helper.make_graph(
+        list(graph.node), graph.name,
+        list(graph.input) + [helper.make_tensor_value_info(w.name, w.data_type, list(w.dims)) for w in weights],
+        list(graph.output), [i for i in graph.initializer if np.prod(i.dims) <= SHAPE_ONLY_ELEMENTS])
+    return helper.make_model(skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
 def _drop_unused(graph) -> None:
-    """Remove Identity and Constant nodes and initialisers that nothing reads any more."""
+    """Remove Identity and Constant nodes and initialisers that nothing reads any more (in place:
+    rebuilding the list would copy every weight)."""
     while True:
         read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
         dead = [n for n in graph.node if n.op_type in ("Identity", "Constant") and n.output[0] not in read]
@@ -199,9 +217,9 @@ def _drop_unused(graph) -> None:
             break
         for node in dead:
             graph.node.remove(node)
-    kept = [i for i in graph.initializer if i.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name not in read:
+            del graph.initializer[index]
 
 
 def unshare_weights(model: onnx.ModelProto) -> int:

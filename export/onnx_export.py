@@ -4,11 +4,16 @@ For every network the check runs several utterance lengths, each alone and all t
 zero-padded batch, through PyTorch and through ONNX Runtime (in the session the server uses).
 It fails past the tolerance and returns a report of max |ONNX - PyTorch| per output, argmax
 agreement, and max |batched - alone| over each utterance's valid part.
+
+One network in memory at a time: PyTorch's outputs are computed before the export, the module is
+freed once its ONNX file is written, and only then is the file loaded, in one session.
 """
 
+import gc
 import inspect
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +86,39 @@ def run_onnx(sess, spec, inputs: dict) -> dict:
     return dict(zip((t.name for t in spec.outputs), outputs))
 
 
+def run_network(path: Path, spec, feeds: list[dict]) -> list[dict]:
+    """The outputs of the network at `path` for each feed, from one session that is gone on return."""
+    sess = session(path)
+    return [run_onnx(sess, spec, feed) for feed in feeds]
+
+
+def cases_and_batch(spec: specs.ModelSpec, cases: list[dict]) -> list[dict]:
+    """Each case alone, then all of them as one padded batch: what every check runs."""
+    return cases + [pad_batch(spec, cases)]
+
+
+def reference_outputs(module, spec: specs.ModelSpec, cases: list[dict]) -> list[dict]:
+    """PyTorch's outputs for each case alone, then for the padded batch."""
+    return [run_torch(module, spec, feed) for feed in cases_and_batch(spec, cases)]
+
+
 def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
                   tolerance: float = TOLERANCE) -> dict:
-    sess = session(path)
+    return check_outputs(reference_outputs(module, spec, cases), spec, path, cases, tolerance)
+
+
+def check_outputs(expected: list[dict], spec: specs.ModelSpec, path: Path, cases: list[dict],
+                  tolerance: float = TOLERANCE) -> dict:
+    """The ONNX file at `path` against PyTorch's outputs (reference_outputs) on the same cases."""
     report = {"outputs": {}, "tolerance": tolerance}
     batch = pad_batch(spec, cases)
-    runs = [(case, run_torch(module, spec, case), run_onnx(sess, spec, case)) for case in cases]
-    batched_torch, batched_onnx = run_torch(module, spec, batch), run_onnx(sess, spec, batch)
+    *got, batched_onnx = run_network(path, spec, cases_and_batch(spec, cases))
+    *alone_torch, batched_torch = expected
     for output in spec.outputs:
         diffs, batch_diffs, agree = [], [], []
-        for row, (case, expected, got) in enumerate(runs):
-            diffs.append(np.abs(expected[output.name] - got[output.name]).max())
-            alone = got[output.name][0]
+        for row, (expected_row, got_row) in enumerate(zip(alone_torch, got)):
+            diffs.append(np.abs(expected_row[output.name] - got_row[output.name]).max())
+            alone = got_row[output.name][0]
             in_batch = batched_onnx[output.name][row]
             extent = valid_extent(output, {**batch, **batched_onnx}, row)
             if extent is not None:
@@ -100,7 +126,7 @@ def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
                 alone = alone[:extent]
             batch_diffs.append(np.abs(alone - in_batch).max())
             if output.dtype == "float32" and output.dims and output.dims[-1] != specs.VARIABLE:
-                agree.append(float(np.mean(expected[output.name].argmax(-1) == got[output.name].argmax(-1))))
+                agree.append(float(np.mean(expected_row[output.name].argmax(-1) == got_row[output.name].argmax(-1))))
         diffs.append(np.abs(batched_torch[output.name] - batched_onnx[output.name]).max())
         report["outputs"][output.name] = {
             "max_abs_diff_onnx_vs_torch": float(max(diffs)),
@@ -118,13 +144,20 @@ def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
     return report
 
 
-def export_and_check(module, spec: specs.ModelSpec, sizes: specs.Sizes, path: Path,
+def export_and_check(build: Callable[[], torch.nn.Module], spec: specs.ModelSpec, sizes: specs.Sizes, path: Path,
                      tolerance: float = TOLERANCE) -> dict:
+    """build() makes the network's module: it lives only until its ONNX file is written, so the
+    module and the session that checks the file are never in memory together."""
     cases = example_inputs(spec, sizes)
     started = time.perf_counter()
+    module = build()
+    expected = reference_outputs(module, spec, cases)
+    reference_seconds = time.perf_counter() - started
     export_network(module, spec, cases[-1], path)
-    exported = time.perf_counter() - started
-    report = check_network(module, spec, path, cases, tolerance)
+    exported = time.perf_counter() - started - reference_seconds
+    del module
+    gc.collect()
+    report = check_outputs(expected, spec, path, cases, tolerance)
     report.update(export_seconds=round(exported, 2), check_seconds=round(time.perf_counter() - started - exported, 2),
                   onnx_bytes=onnx_bytes(path))
     return report

@@ -4,15 +4,16 @@ For the `cpu` target, after a network has passed its parity check against PyTorc
 front ends of HuBERT and wav2vec2 are rewritten into MatMuls (export.graph_rewrites) and checked
 against the exported graph within the export's fp32 tolerance. Reduced precision comes after,
 once every network is exported (export.precision), because it is judged along the whole chain.
+Every network this writes keeps its weights in a file of its own (export.network_files), and each
+comparison holds one session at a time.
 """
 
 import logging
-import shutil
 from pathlib import Path
 
 import onnx
 
-from export import specs
+from export import network_files, specs
 from export.drift import network_drift
 from export.errors import ParityError
 from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
@@ -25,25 +26,26 @@ CONV_NETWORKS = (ACOUSTIC_ENCODER.name, ASR.name)
 """Networks whose convolutional feature encoder becomes MatMuls."""
 
 
-def rewrite(path: Path) -> dict:
-    """The conv front end as MatMuls, in place; how many places each rewrite changed."""
-    model = onnx.load(str(path))
+def rewrite(source: Path, destination: Path) -> dict:
+    """The conv front end as MatMuls; how many places each rewrite changed."""
+    model = onnx.load(str(source))
     counts = {"time_sums_to_matmul": time_sums_to_matmul(model),  # shape inference: before the rewrite
               "conv_to_matmul": conv_to_matmul(model)}
-    onnx.save(model, str(path))
+    network_files.save(model, destination)
     return counts
 
 
 def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scratch: Path,
                      tolerance: float = 1e-4) -> dict:
-    """Rewrite the network at `path` in place (if it has a conv front end); its report entry."""
+    """Rewrite the network at `path` in place (if it has a conv front end); its report entry.
+    `scratch`: a folder of this network's own."""
     entry = {}
     if spec.name in CONV_NETWORKS:
-        exported = scratch / f"{spec.name}.exported.onnx"
-        shutil.copyfile(path, exported)
-        entry.update(rewrite(path))
+        exported = scratch / "exported" / path.name
+        network_files.move(path, exported)
+        entry.update(rewrite(exported, path))
         entry["fp32_vs_exported"] = network_drift(exported, path, spec, cases)
-        exported.unlink()
+        network_files.remove(exported)
         worst = {o: v["max_abs_diff"] for o, v in entry["fp32_vs_exported"].items() if v["max_abs_diff"] > tolerance}
         if worst:
             raise ParityError(f"{spec.name}: the rewritten graph differs from the exported one past {tolerance}: "

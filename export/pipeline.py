@@ -3,12 +3,16 @@
     from export.pipeline import ExportOptions, export
     report = export(ExportOptions(out=Path("model_repository"), preset="tiny"))
 
-Per network (model.glossary order): export to ONNX, check against PyTorch (alone and in a padded
-batch), then for the cpu target rewrite and quantize it (export.optimize), each change checked or
-measured. Then the tokenizer assets, the configs and Python steps, and `export_report.json`.
-Every failure is an `export.errors.ExportError` whose message says what to do.
+Per network (model.glossary order): build it, export it to ONNX, free it, check the file against
+PyTorch (alone and in a padded batch), then for the cpu target rewrite its conv front end
+(export.optimize), checked against the exported graph. Then, for a reduced precision, each
+network's variant, judged along the whole chain on speech (export.precision). One network is in
+memory at a time, and one session (peak RSS: `peak_rss_mib` in the report). Then the configs and
+Python steps, and `export_report.json`. Every failure is an
+`export.errors.ExportError` whose message says what to do.
 """
 
+import gc
 import json
 import logging
 import resource
@@ -27,7 +31,8 @@ from export.onnx_export import TOLERANCE, export_and_check
 from export.optimize import optimize_network
 from model.errors import ModelError
 from model.networks import served_network
-from model.sources import BERT_MAX_TOKENS, ModelSources, build_components, warn_if_untrained
+from model.sources import BERT_MAX_TOKENS, ModelBuilder, ModelSources, warn_if_untrained
+from serving.steps.runtime import give_back_freed_memory
 
 log = logging.getLogger("export")
 REPORT_FILE = "export_report.json"
@@ -65,27 +70,41 @@ class ExportOptions:
             raise ExportError(f"--tolerance must be positive, not {self.tolerance}")
 
 
-def build_model(options: ExportOptions):
+def model_builder(options: ExportOptions) -> ModelBuilder:
     try:
-        return build_components(options.preset, options.sources, options.checkpoint, options.seed)
+        return ModelBuilder(options.preset, options.sources, options.checkpoint, options.seed)
     except ModelError as error:
         raise ModelUnavailable(str(error)) from error
 
 
+def network_builder(model, name: str):
+    """A function that builds one served network now (the export frees it after use)."""
+    def build():
+        try:
+            return served_network(model, name)
+        except ModelError as error:
+            raise ModelUnavailable(str(error)) from error
+    return build
+
+
 def export(options: ExportOptions, components=None) -> dict:
-    """Write and verify the repository at options.out; returns the report (also written there)."""
+    """Write and verify the repository at options.out; returns the report (also written there).
+
+    components: a model.sources.Components already in memory, to export instead of building each
+    network from options (then all of them stay in memory)."""
     options.check()
     started = time.perf_counter()
-    components = components or build_model(options)
-    warn_if_untrained(components)
-    sizes = specs.Sizes.of(components)
+    give_back_freed_memory()
+    model = components or model_builder(options)
+    warn_if_untrained(model)
+    sizes = specs.Sizes.of(model)
     all_specs = specs.model_specs(sizes)
     out, deployment = Path(options.out), options.deployment
     for name in list(all_specs) + [ENSEMBLE]:
         shutil.rmtree(out / name, ignore_errors=True)
     assets = repository.model_directory(out, specs.CTC_TOKENIZE)
-    repository.write_tokenizer_assets(assets, components.bert_tokenizer, components.ctc_tokenizer, BERT_MAX_TOKENS)
-    report = {"model": components.description, "head_trained": components.head_trained, "target": deployment.target,
+    repository.write_tokenizer_assets(assets, model.bert_tokenizer, model.ctc_tokenizer, BERT_MAX_TOKENS)
+    report = {"model": model.description, "head_trained": model.head_trained, "target": deployment.target,
               "precision": options.precision, "sizes": asdict(sizes), "deployment": deployment.as_dict(),
               "networks": {}}
     cpu = deployment.target == "cpu"
@@ -96,11 +115,12 @@ def export(options: ExportOptions, components=None) -> dict:
         for name in specs.ONNX_NETWORKS:
             log.info("exporting %s", name)
             spec, path = all_specs[name], repository.network_file(out, name)
-            report["networks"][name] = export_and_check(served_network(components, name), spec, sizes, path,
+            report["networks"][name] = export_and_check(network_builder(model, name), spec, sizes, path,
                                                         options.tolerance)
             if cpu and options.optimize:
                 report["optimization"]["networks"][name] = optimize_network(
-                    path, spec, example_inputs(spec, sizes), Path(scratch), options.tolerance)
+                    path, spec, example_inputs(spec, sizes), Path(scratch) / name, options.tolerance)
+            gc.collect()
         if cpu and options.precision != "fp32":
             audios, source = calibration.load(options.calibration_audio)
             choice = precision.choose(options.precision, out, all_specs, audios, source, Path(scratch),

@@ -10,7 +10,7 @@ choice is recorded with its evidence (time, drift, limits) in export_report.json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export import specs
+from export import network_files, specs
 from export.cpu_features import has_bf16, has_vnni
 from export.drift import batch_dependence, chain_drift, output_cosine, run_chain, time_network
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
@@ -200,7 +200,7 @@ def choose_variant(requested: str, name: str, fp32: Path, spec, evidence: Eviden
     cache = scratch / f"{name}.calibration.json"
     entries, files = {}, {}
     for variant in variants:
-        files[variant.name] = variant.build(fp32, scratch / f"{name}.{variant.name}.onnx", calibration,
+        files[variant.name] = variant.build(fp32, scratch / name / variant.name / fp32.name, calibration,
                                             reduce_range(isa), cache)
         entries[variant.name] = time_and_batch(variant, files[variant.name], spec, evidence, threads,
                                                timed=requested == "auto")
@@ -217,7 +217,7 @@ def choose_variant(requested: str, name: str, fp32: Path, spec, evidence: Eviden
             chosen = variant
     for variant_name, path in files.items():
         if path != fp32 and variant_name != chosen.name:
-            path.unlink(missing_ok=True)
+            network_files.remove(path)
     return chosen, files[chosen.name], entries
 
 
@@ -261,7 +261,7 @@ def choose(requested: str, out: Path, all_specs: dict, audios: list, source: str
         chosen[back], files[back] = FP32, fp32[back]
     for name, variant in chosen.items():
         if files[name] != fp32[name]:
-            files[name].replace(fp32[name])
+            network_files.move(files[name], fp32[name])
         report["networks"][name].update(chosen=variant.name, runtime=variant.runtime,
                                         runtime_precision=variant.runtime_precision,
                                         within_limits=report["networks"][name]["candidates"][variant.name]["within_limits"])

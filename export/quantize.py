@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from export import network_files
 from export.graph_rewrites import unshare_weights
 
 KEEP_FP32 = {
@@ -39,22 +40,32 @@ def _quiet():
         root.setLevel(level)
 
 
-def _prepared(source: Path) -> onnx.ModelProto:
+def _prepared(source: Path, scratch: Path, keep_fp32) -> tuple[Path, list[str]]:
+    """The file to hand the quantizer (the network with shared weights unshared, written apart
+    only if that changed it) and the MatMuls to leave in fp32. The quantizer loads its own copy
+    from a file: given a model, it makes two."""
     model = onnx.load(str(source))
-    unshare_weights(model)
-    return model
+    excluded = matmuls_in(model, keep_fp32)
+    if unshare_weights(model):
+        source = Path(scratch) / source.name
+        network_files.save(model, source)
+    return source, excluded
 
 
 def quantize_dynamic_int8(source: Path, destination: Path, keep_fp32=(), reduce_range: bool = False) -> None:
-    """Dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic)."""
+    """Dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic), weights written
+    next to the network (export.network_files)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = _prepared(source)
-    excluded = matmuls_in(model, keep_fp32)
-    with _quiet():
-        quantize_dynamic(model, str(destination), op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
+    network_files.remove(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="unshared-", dir=destination.parent) as scratch, _quiet():
+        prepared, excluded = _prepared(source, Path(scratch), keep_fp32)
+        quantize_dynamic(prepared, destination, op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
                          per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                         use_external_data_format=True,
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+    network_files.share_weights_like_network(destination)
 
 
 def matmuls_in(model: onnx.ModelProto, groups) -> list[str]:
@@ -91,17 +102,17 @@ def quantize_static_int8(source: Path, destination: Path, calibration: list[dict
     so that variants of one network (other parts kept fp32) calibrate once."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    model = _prepared(source)
-    excluded = matmuls_in(model, keep_fp32)
-    with tempfile.TemporaryDirectory(prefix="quantize-") as scratch, _quiet():
-        prepared = Path(scratch) / "model.onnx"
-        onnx.save(model, str(prepared))
-        del model
+    network_files.remove(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="unshared-", dir=destination.parent) as scratch, _quiet():
+        prepared, excluded = _prepared(source, Path(scratch), keep_fp32)
         cache = Path(cache or Path(scratch) / "ranges.json")
         if not cache.is_file():
             calibrate(prepared, calibration, cache)
-        quantize_static(str(prepared), str(destination), None, quant_format=QuantFormat.QDQ,
+        quantize_static(prepared, destination, None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce_range,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"MatMulConstBOnly": True}, calibration_cache_path=cache)
+                        use_external_data_format=True, extra_options={"MatMulConstBOnly": True},
+                        calibration_cache_path=cache)
+    network_files.share_weights_like_network(destination)

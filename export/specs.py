@@ -100,13 +100,14 @@ class Sizes:
     labels: int = len(contract.LABELS)
 
     @classmethod
-    def of(cls, components) -> "Sizes":
-        tokenizer = components.bert_tokenizer
+    def of(cls, model) -> "Sizes":
+        """From a model.sources.ModelBuilder or Components (their `config(name)` and tokenizer)."""
+        tokenizer = model.bert_tokenizer
         return cls(
-            components.acoustic_encoder.config.hidden_size,
-            components.text_encoder.config.hidden_size,
-            components.asr.config.vocab_size,
-            components.text_encoder.config.vocab_size,
+            model.config(ACOUSTIC_ENCODER).hidden_size,
+            model.config(TEXT_ENCODER).hidden_size,
+            model.config(ASR).vocab_size,
+            model.config(TEXT_ENCODER).vocab_size,
             tokenizer.cls_token_id,
             tokenizer.sep_token_id,
         )

@@ -3,9 +3,11 @@
 A checkpoint is the flat state_dict of the research EnhancedSERModel (`hubert.*`, `bert.*`,
 `cmg.*`, `proj_bert.*`, `fc.*`; which network each prefix belongs to is in model.glossary),
 possibly wrapped as `{"model_state_dict": ...}` or saved from DataParallel (`module.` prefixes).
-It is loaded with `weights_only=True`: no pickled code runs.
+It is loaded with `weights_only=True`: no pickled code runs, and memory-mapped (zip files, what
+`torch.save` writes): a network's weights are read when that network is built, not before.
 """
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -24,7 +26,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:
         raise CheckpointError(
             f"checkpoint '{path}' could not be read as a weights-only PyTorch file: {error}"
@@ -86,14 +88,28 @@ def check_matches(module: torch.nn.Module, weights: dict, network: str, prefix: 
         raise CheckpointError(f"checkpoint does not fit the {network} network: " + "; ".join(problems))
 
 
-def apply_checkpoint(components, state: dict) -> None:
-    """Load every trained network's weights, after checking all of them (all or nothing)."""
+def check_checkpoint(modules: dict[str, torch.nn.Module], state: dict) -> dict[str, dict]:
+    """Each trained network's part of the checkpoint, after checking every part against its module
+    (network name -> module; shapes are all it reads, so modules on the meta device do)."""
     parts = split_state_dict(state)
     for network in TRAINED:
         shown_prefix = "" if network.keeps_prefix else network.checkpoint_prefixes[0]
         if not parts[network.name]:
             raise CheckpointError(f"checkpoint has no {network.name} weights (no "
                                   f"{' / '.join(repr(p) for p in network.checkpoint_prefixes)} keys)")
-        check_matches(getattr(components, network.name), parts[network.name], network.name, shown_prefix)
+        check_matches(modules[network.name], parts[network.name], network.name, shown_prefix)
+    return parts
+
+
+def load_network_weights(module: torch.nn.Module, name: str, state: dict) -> None:
+    """Load one network's part of a checkpoint (checked by check_checkpoint) into its module."""
+    part = split_state_dict(state).get(name)
+    if part:
+        module.load_state_dict(part, strict=False)
+
+
+def apply_checkpoint(components, state: dict) -> None:
+    """Load every trained network's weights, after checking all of them (all or nothing)."""
+    parts = check_checkpoint(components.modules(), state)
     for network in TRAINED:
         getattr(components, network.name).load_state_dict(parts[network.name], strict=False)

