@@ -145,8 +145,9 @@ class Evidence:
 
     reference: list[dict]
     """Every tensor of every utterance through the fp32 chain."""
-    calibration: int
-    """How many of those utterances static int8 calibrates on (the first ones)."""
+    calibration: list[int]
+    """The utterances static int8 calibrates on: those of typical length around the median (a long
+    one's intermediate tensors take gigabytes at full size)."""
     timing: list[int]
     """The utterances each variant is timed on (a typical and a long one)."""
 
@@ -154,8 +155,9 @@ class Evidence:
     def of(cls, reference: list[dict], all_specs, calibration: int = 8) -> "Evidence":
         audio = all_specs[specs.AUDIO_INPUT].output("length").name
         order = sorted(range(len(reference)), key=lambda i: int(reference[i][audio][0]))
+        middle = max(0, len(order) // 2 - calibration // 2)
         timing = sorted({order[len(order) // 2], order[min(len(order) - 1, int(len(order) * 0.9))]})
-        return cls(reference, min(calibration, len(reference)), timing)
+        return cls(reference, sorted(order[middle: middle + calibration]), timing)
 
 
 def time_and_batch(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, threads: int,
@@ -196,7 +198,7 @@ def choose_variant(requested: str, name: str, fp32: Path, spec, evidence: Eviden
     """One network's variant: for `auto`, every candidate is built and timed, then judged from the
     fastest down until one is within the limits (the slower ones need no judging)."""
     variants = candidates(name, isa) if requested == "auto" else [FIXED[requested]]
-    calibration = network_feeds(evidence.reference[: evidence.calibration], spec)
+    calibration = network_feeds([evidence.reference[i] for i in evidence.calibration], spec)
     cache = scratch / f"{name}.calibration.json"
     entries, files = {}, {}
     for variant in variants:
@@ -234,7 +236,7 @@ def choose(requested: str, out: Path, all_specs: dict, audios: list, source: str
     evidence = Evidence.of(run_chain(fp32_sessions, assets, all_specs, audios), all_specs)
     report = {"requested": requested, "isa": isa, "reduce_range": reduce_range(isa),
               "limits": asdict(DRIFT_LIMITS), "audio": source, "utterances": len(audios),
-              "calibration_utterances": evidence.calibration, "threads": threads, "networks": {}}
+              "calibration_utterances": len(evidence.calibration), "threads": threads, "networks": {}}
     chosen, files = {}, {}
     for name in specs.ONNX_NETWORKS:
         chosen[name], files[name], entries = choose_variant(requested, name, fp32[name], all_specs[name], evidence,
