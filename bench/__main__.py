@@ -371,7 +371,8 @@ NOTES = [
     "efficiency: audio-seconds per second at the best concurrency divided by ceiling_audio_seconds_per_s, what the "
     "variant's networks would reach at their own precision's GEMM rate (bench/ceilings.py).",
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
-    "shared pages count once per process, so it is an upper bound.",
+    "shared pages count once per process, so it is an upper bound. weights_mib: each network's ONNX files on disk; "
+    "peak_over_weights: total_peak_rss_mib over their sum.",
 ]
 
 

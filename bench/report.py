@@ -110,22 +110,22 @@ def markdown(summary: dict) -> str:
         "## Headline",
         "",
         _row(["variant", "vs PyTorch eager fp32 (audio-s/s, best c)", "vs best PyTorch", "p50 at c=1 vs PyTorch",
-              "efficiency (of its ceiling)", "within drift limits", "server peak RSS (MiB)", "export (s)",
-              "export peak RSS (MiB)"]),
-        _row(["---"] * 9),
+              "efficiency (of its ceiling)", "within drift limits", "server peak RSS (MiB)", "weights on disk (MiB)",
+              "peak / weights", "export (s)", "export peak RSS (MiB)"]),
+        _row(["---"] * 11),
     ]
     for name, system in summary["systems"].items():
         if name == BASELINE:
             continue
-        export = system.get("export", {})
+        export, memory = system.get("export", {}), system.get("server_memory", {})
         lines.append(_row([
             name, f"{summary['speedup_vs_pytorch'].get(name, '-')}x (c={system.get('best_concurrency', '-')})",
             f"{summary.get('speedup_vs_best_pytorch', {}).get(name, '-')}x",
             summary["p50_latency_c1_vs_pytorch"].get(name, "-"),
             summary.get("efficiency", {}).get(name, "-"),
             {True: "yes", False: "**no**"}.get(summary.get("within_drift_limits", {}).get(name), "-"),
-            system.get("server_memory", {}).get("total_peak_rss_mib", "-"),
-            export.get("export_seconds", "-"), export.get("peak_rss_mib", "-"),
+            memory.get("total_peak_rss_mib", "-"), round(sum(memory.get("weights_mib", {}).values()), 1) or "-",
+            memory.get("peak_over_weights", "-"), export.get("export_seconds", "-"), export.get("peak_rss_mib", "-"),
         ]))
     lines.append("")
     if summary.get("best_within_drift_limits"):

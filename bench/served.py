@@ -2,7 +2,8 @@
 
 perf_analyzer drives it at each concurrency with the workload's utterances (gRPC); the client
 library (SERClient.classify_many) drives it end to end from the wav files. The server's peak
-resident memory is read from /proc (VmHWM of tritonserver and of each Python stub it started).
+resident memory is read from /proc (VmHWM of tritonserver and of each Python stub it started)
+and set against the networks' weights on disk.
 """
 
 import sys
@@ -17,15 +18,24 @@ from client.contract import ENSEMBLE, SAMPLE_RATE
 
 
 def server_memory(server) -> dict:
-    """Peak RSS of tritonserver and its stub children (one per Python model instance).
+    """Peak RSS of tritonserver and its stub children (one per Python model instance), and the
+    networks' weights on disk (each network's ONNX file with its weights file).
 
     The total adds each process's own peak, so it bounds the true simultaneous peak from above
     (peaks at model load and under load need not coincide; shared pages count in each).
     """
+    from export import specs
+    from export.network_files import size
+    from export.repository import network_file
+
     processes = server.memory()
+    peak = sum(p["peak_rss_mib"] for p in processes.values())
+    weights = {name: round(size(network_file(server.repository, name)) / 2**20, 2) for name in specs.ONNX_NETWORKS}
     return {
-        "total_peak_rss_mib": sum(p["peak_rss_mib"] for p in processes.values()),
+        "total_peak_rss_mib": peak,
         "total_rss_mib_at_end": sum(p["rss_mib"] for p in processes.values()),
+        "weights_mib": weights,
+        "peak_over_weights": round(peak / sum(weights.values()), 2),
         "processes": processes,
     }
 

@@ -21,6 +21,10 @@ def add_deployment_arguments(parser, recorded: bool = False) -> None:
     group.add_argument("--padding-slack", dest="padding_slack", type=float, default=default("padding_slack"),
                        help="cpu target: batch requests together only while zero padding adds at most "
                             "this fraction of extra work")
+    group.add_argument("--max-batch-seconds", dest="max_batch_seconds", type=float,
+                       default=default("max_batch_seconds"),
+                       help="cpu target: most padded audio an audio network runs at once (bounds its memory)")
 
 
-DEPLOYMENT_KNOBS = ("max_batch_size", "queue_delay_us", "network_threads", "max_audio_seconds", "padding_slack")
+DEPLOYMENT_KNOBS = ("max_batch_size", "queue_delay_us", "network_threads", "max_audio_seconds", "padding_slack",
+                    "max_batch_seconds")

@@ -49,3 +49,8 @@ def move(source: Path, destination: Path) -> None:
 def remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     data_file(path).unlink(missing_ok=True)
+
+
+def size(path: Path) -> int:
+    """Bytes on disk of a network: its file and its weights file."""
+    return path.stat().st_size + (data_file(path).stat().st_size if data_file(path).exists() else 0)

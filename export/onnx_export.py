@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from export import specs
+from export.network_files import size as onnx_bytes
 from export.errors import ExportError, ParityError
 from export.examples import example_inputs
 from serving.steps.batching import pad_and_stack, valid_lengths
@@ -161,8 +162,3 @@ def export_and_check(build: Callable[[], torch.nn.Module], spec: specs.ModelSpec
     report.update(export_seconds=round(exported, 2), check_seconds=round(time.perf_counter() - started - exported, 2),
                   onnx_bytes=onnx_bytes(path))
     return report
-
-
-def onnx_bytes(path: Path) -> int:
-    """Size of an ONNX file with its external data files."""
-    return path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob("*.data"))

@@ -4,8 +4,8 @@ For the `cpu` target, after a network has passed its parity check against PyTorc
 front ends of HuBERT and wav2vec2 are rewritten into MatMuls (export.graph_rewrites) and checked
 against the exported graph within the export's fp32 tolerance. Reduced precision comes after,
 once every network is exported (export.precision), because it is judged along the whole chain.
-Every network this writes keeps its weights in a file of its own (export.network_files), and each
-comparison holds one session at a time.
+Every network keeps its weights in a file of its own (export.network_files: cheaper to write here
+and to load in the server), and each comparison holds one session at a time.
 """
 
 import logging
@@ -40,6 +40,8 @@ def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scrat
     """Rewrite the network at `path` in place (if it has a conv front end); its report entry.
     `scratch`: a folder of this network's own."""
     entry = {}
+    if not network_files.data_file(path).exists():  # one file, as exported: the weights go beside it
+        network_files.save(onnx.load(str(path)), path)
     if spec.name in CONV_NETWORKS:
         exported = scratch / "exported" / path.name
         network_files.move(path, exported)

@@ -55,6 +55,10 @@ class Deployment:
     runtimes: dict = field(default_factory=dict)
     """cpu target: network -> {"runtime", "precision"} where it is not ONNX Runtime (the export's
     precision choice, e.g. OpenVINO in bf16)."""
+    max_batch_seconds: float = 16.0
+    """cpu target: an audio network runs at most this much padded audio at once, so that its
+    memory peak is that of one long utterance, not of 8 (8 x 15 s grew HuBERT's step by 2.6 GB,
+    one 15 s utterance by 0.36 GB). A longer request runs alone and gives back the memory it grew."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +111,7 @@ def model_config(spec: specs.ModelSpec, deployment: Deployment) -> mc.ModelConfi
 
 
 def network_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[str, str]:
-    return {
+    parameters = {
         keys.ONNX_FILE: ONNX_FILE,
         keys.INTRA_OP_THREADS: str(deployment.network_threads),
         keys.PADDING_SLACK: str(deployment.padding_slack),
@@ -115,6 +119,10 @@ def network_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[st
         keys.RUNTIME: deployment.runtimes.get(spec.name, {}).get("runtime", "onnxruntime"),
         keys.RUNTIME_PRECISION: deployment.runtimes.get(spec.name, {}).get("precision", "f32"),
     }
+    if specs.SAMPLES in spec.axes:  # the audio networks, whose memory grows with the audio they run
+        parameters[keys.MAX_BATCH_SAMPLES] = str(round(deployment.max_batch_seconds * contract.SAMPLE_RATE))
+        parameters[keys.MIN_SAMPLES] = str(contract.MIN_SAMPLES)
+    return parameters
 
 
 def step_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[str, str]:

@@ -26,3 +26,15 @@ def test_padding_groups_bound_the_wasted_work():
     assert sorted(map(sorted, groups)) == [[0, 2, 3], [1, 4], [5]]
     assert padding_groups(widths, rows, slack=100.0) == [[5, 3, 0, 2, 4, 1]]  # unlimited: one batch
     assert all(len(g) == 1 for g in padding_groups([5, 6, 7], [1, 1, 1], slack=0.0))
+
+
+def test_padding_groups_cap_the_padded_samples_of_a_run():
+    """max_padded bounds what one run holds (its memory); a request larger than that runs alone."""
+    widths, rows = [60000, 64000, 62000, 61000, 300000, 63000], [1, 1, 1, 2, 1, 1]
+    groups = padding_groups(widths, rows, slack=100.0, max_padded=256000)
+    assert sorted(i for g in groups for i in g) == list(range(len(widths)))
+    for group in groups:
+        padded = max(widths[i] for i in group) * sum(rows[i] for i in group)
+        assert padded <= 256000 or group == [4], group
+    assert [4] in groups and len(groups) == 3  # 6 rows of ~64000 samples: 4 rows, then 2
+    assert padding_groups(widths, rows, slack=100.0) == [[0, 3, 2, 5, 1, 4]]  # no cap: one run

@@ -7,6 +7,9 @@ import pytest
 
 from bench.__main__ import main as bench_main
 from bench.workload import load_or_make, target_lengths
+from export.network_files import size
+from export.repository import network_file
+from export.specs import ONNX_NETWORKS
 
 pytestmark = pytest.mark.server
 
@@ -83,7 +86,16 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     for name in variants:
         system = summary["systems"][name]
         assert set(system["concurrency"]) == {"1", "2"} and set(system["client"]) == {"2"}
-        assert positive(system["server_memory"]["total_peak_rss_mib"])
+        memory = system["server_memory"]
+        assert positive(memory["total_peak_rss_mib"]) and positive(memory["total_rss_mib_at_end"])
+        assert {"tritonserver", "stub:acoustic_encoder", "stub:asr"} <= set(memory["processes"])
+        assert all(positive(p["peak_rss_mib"]) and p["rss_mib"] <= p["peak_rss_mib"] for p in memory["processes"].values())
+        assert set(memory["weights_mib"]) == set(ONNX_NETWORKS)
+        for network in ONNX_NETWORKS:  # the served files, as they are on disk
+            on_disk = size(network_file(work / f"repo_{name}-tiny", network)) / 2**20
+            assert positive(on_disk) and memory["weights_mib"][network] == pytest.approx(on_disk, abs=0.01)
+        ratio = memory["total_peak_rss_mib"] / sum(memory["weights_mib"].values())
+        assert memory["peak_over_weights"] == pytest.approx(ratio, abs=0.01)
         assert positive(system["export"]["export_seconds"]) and positive(system["export"]["peak_rss_mib"])
     for name, system in summary["systems"].items():
         for levels in (system["concurrency"], system.get("client", {})):

@@ -37,13 +37,14 @@ def split_rows(output: np.ndarray, span: slice, lengths: np.ndarray | None) -> n
     return np.ascontiguousarray(part)
 
 
-def padding_groups(widths: list[int], rows: list[int], slack: float) -> list[list[int]]:
+def padding_groups(widths: list[int], rows: list[int], slack: float, max_padded: int | None = None) -> list[list[int]]:
     """Group requests so that zero-padding each group costs at most `slack` extra work.
 
     widths: each request's padded extent (its longest row); rows: its batch size. Requests are
-    taken shortest first; a group grows while max(width) * rows <= (1 + slack) * its real work.
-    Returns lists of request indices. Padding a 1 s utterance to 15 s would cost 15x its work on a
-    CPU, where a bigger batch buys little; similar lengths still run together.
+    taken shortest first; a group grows while max(width) * rows <= (1 + slack) * its real work,
+    and, given `max_padded`, while max(width) * rows <= max_padded (a request larger than that
+    alone runs alone). Returns lists of request indices. Padding a 1 s utterance to 15 s would
+    cost 15x its work on a CPU, where a bigger batch buys little; similar lengths still run together.
     """
     groups: list[list[int]] = []
     work = 0
@@ -51,7 +52,8 @@ def padding_groups(widths: list[int], rows: list[int], slack: float) -> list[lis
         if groups:
             group = groups[-1]
             padded = widths[index] * (sum(rows[i] for i in group) + rows[index])
-            if padded <= (1 + slack) * (work + widths[index] * rows[index]):
+            if padded <= (1 + slack) * (work + widths[index] * rows[index]) and (
+                    max_padded is None or padded <= max_padded):
                 group.append(index)
                 work += widths[index] * rows[index]
                 continue

@@ -14,6 +14,9 @@ RUNTIME_PRECISION = "runtime_precision"
 """The runtime's inference precision (f32, or bf16 for OpenVINO)."""
 VALID_LENGTHS = "valid_lengths"
 """JSON {output: the input or output that says how much of its variable axis is valid}."""
+MAX_BATCH_SAMPLES = "max_batch_samples"
+"""Audio networks: most padded samples (rows x longest) in one run. A longer request runs alone,
+and ONNX Runtime's arena gives back what it grew for it."""
 
 # audio_input
 SAMPLE_RATE = "sample_rate"

@@ -13,8 +13,13 @@ Memory (measured on HuBERT-large fp32, a 1.2 GB file; bench/results has the serv
   ONNX Runtime frees each weight it has prepacked, so the originals (0.6 GB of HuBERT's 1.2 GB)
   stayed resident next to their packed copies. `give_back_freed_memory` fixes the threshold: the
   session then holds 1.28 GB instead of 1.88 GB, and prepacking (its speed) is kept.
-- The arena keeps what the largest batch needed (8 x 15 s: +2.6 GB) unless it is shrunk after
-  the run: `run_options(shrink=True)` frees the arena's unused regions when the run ends.
+- Memory patterns are off. With them, ONNX Runtime plans each new input shape's activations as
+  one block, which the arena cannot fit into what earlier runs left free: requests of varying
+  length kept growing it (two 15 s runs: +0.36 GB, then +0.3 GB more). Without them the arena
+  holds what the largest run needed and reuses it; same speed within the noise here.
+- What the largest run needs is bounded by the step (serving.steps.onnx_network: most padded
+  samples per run); `run_options(shrink=True)` frees the arena's unused regions after a run,
+  for the rare run above that bound (shrinking after every run cost 7-17% of a 4.5 s run's time).
 """
 
 import ctypes
@@ -51,6 +56,7 @@ def make_session(path, intra_op_threads: int = 1, runtime: str = "onnxruntime", 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    options.enable_mem_pattern = False
     # Two encoders share the cores: idle threads must sleep, not spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
