@@ -15,6 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -75,24 +76,51 @@ def matmuls_in(model: onnx.ModelProto, groups) -> list[str]:
 
 
 def calibrate(model_path: Path, calibration: list[dict], cache: Path) -> None:
-    """MinMax activation ranges of the MatMuls over `calibration`, one utterance at a time (the
-    intermediate tensors of a long utterance take gigabytes at full size), saved to `cache`."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
-    from onnxruntime.quantization.calibrate import save_tensors_data
+    """MinMax activation ranges of the MatMuls over `calibration`, saved to `cache` in the form
+    onnxruntime.quantization reads (the tensors and reductions its MinMax calibrator uses).
 
-    class One(CalibrationDataReader):
-        def __init__(self, feed):
-            self.feeds = iter([feed])
+    The graph is augmented without loading the weights: a ReduceMin and a ReduceMax per input
+    and output of each MatMul become outputs, and the augmented graph, written beside the
+    network, reads the same weights file. ORT's own calibrator loads the network, writes an
+    augmented copy and runs it with the copy still held, three times the weights in memory
+    (3.9 GB for HuBERT-large's 1.2 GB); this holds one session, and one utterance at a time."""
+    import onnxruntime as ort
+    from onnx import helper, shape_inference
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
-        def get_next(self):
-            return next(self.feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix="calibrate-") as scratch:
-        calibrator = create_calibrator(model_path, ["MatMul"], str(Path(scratch) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax)
+    graph_only = shape_inference.infer_shapes(onnx.load(str(model_path), load_external_data=False))
+    graph = graph_only.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    weights = {tensor.name for tensor in graph.initializer}
+    tensors = sorted({name for node in graph.node if node.op_type == "MatMul" for name in [*node.input, *node.output]
+                      if name not in weights and types.get(name) == TensorProto.FLOAT})
+    for tensor in tensors:
+        for reduce in ("ReduceMin", "ReduceMax"):
+            graph.node.append(helper.make_node(reduce, [tensor], [f"{tensor}_{reduce}"], keepdims=0))
+            graph.output.append(helper.make_tensor_value_info(f"{tensor}_{reduce}", TensorProto.FLOAT, []))
+    augmented = Path(model_path).with_name(f"calibration-{Path(model_path).name}")
+    onnx.save(graph_only, str(augmented))
+    del graph_only, graph
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors as in the graph
+        options.enable_mem_pattern = False  # each utterance's length differs
+        session = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
+        names = [f"{tensor}_{reduce}" for tensor in tensors for reduce in ("ReduceMin", "ReduceMax")]
+        lowest = dict.fromkeys(tensors, np.inf)
+        highest = dict.fromkeys(tensors, -np.inf)
         for feed in calibration:
-            calibrator.collect_data(One(feed))  # merges this utterance's ranges into the earlier ones
-        save_tensors_data(calibrator.calibrate_tensors_range, cache)
+            values = dict(zip(names, session.run(names, feed)))
+            for tensor in tensors:
+                lowest[tensor] = min(lowest[tensor], float(values[f"{tensor}_ReduceMin"]))
+                highest[tensor] = max(highest[tensor], float(values[f"{tensor}_ReduceMax"]))
+        del session
+    finally:
+        augmented.unlink(missing_ok=True)
+    ranges = {tensor: (np.array([lowest[tensor]], np.float32), np.array([highest[tensor]], np.float32))
+              for tensor in tensors}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
 
 
 def quantize_static_int8(source: Path, destination: Path, calibration: list[dict], keep_fp32=(),

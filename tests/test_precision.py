@@ -158,3 +158,35 @@ def test_what_is_served_is_what_the_export_measured(tmp_path, tiny_components, a
             emotions, probabilities, transcripts = infer(client, "grpc", audio[None])
             np.testing.assert_allclose(probabilities[0], list(want["probabilities"].values()), atol=1e-4)
             assert transcripts == [want["transcript"]]
+
+
+def test_calibration_ranges_are_those_of_onnxruntimes_calibrator(tmp_path, tiny_repository):
+    """export.quantize.calibrate augments the graph without its weights; the ranges must be the
+    ones ORT's own MinMax calibrator (which loads and copies the whole network) finds."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from export.quantize import calibrate
+
+    path = repository.network_file(tiny_repository, specs.ACOUSTIC_ENCODER)
+    rng = np.random.default_rng(0)
+    feeds = [{"waveform": rng.standard_normal((1, n)).astype(np.float32), "waveform_length": np.array([n])}
+             for n in (4000, 9000, 16000)]
+    calibrate(path, feeds, tmp_path / "ours.json")
+    ours = load_tensors_data(tmp_path / "ours.json")
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    theirs = create_calibrator(path, ["MatMul"], str(tmp_path / "augmented.onnx"),
+                               calibrate_method=CalibrationMethod.MinMax)
+    theirs.collect_data(Feeds())
+    expected = theirs.compute_data()
+    assert set(ours.data) == set(expected.data) and len(ours.data) > 10
+    for tensor, data in expected.data.items():
+        np.testing.assert_allclose(ours.data[tensor].range_value, data.range_value, rtol=1e-5, atol=1e-6)
+    assert not list(path.parent.glob("calibration-*")), "the augmented graph is removed"
