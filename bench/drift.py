@@ -2,14 +2,13 @@
 
 Label agreement, transcript CER and the largest probability difference come from the answers the
 server gave the client library (batched as the server batches them), compared with
-client.metrics.compare_systems, as ser-evaluate compares two servers. The smallest hidden-state
+export.drift.answer_drift (client.metrics, as ser-evaluate compares two servers). The smallest hidden-state
 cosine and the agreement of decisive CTC frames come from the export's own measurement on the same
 workload (export.precision: each network's outputs against fp32's, on fp32 inputs). The limits
 are export.precision.DRIFT_LIMITS.
 """
 
-from client.metrics import compare_systems, decisive_label_agreement
-from export.drift import LABEL_MARGIN
+from export.drift import answer_drift
 from export.precision import DRIFT_LIMITS
 
 
@@ -25,17 +24,13 @@ def measured_by_the_export(export_report: dict, key: str, default):
 
 
 def drift(fp32: list[dict], variant: list[dict], export_report: dict) -> dict:
-    comparison = compare_systems(fp32, variant, resamples=0)
-    labels, decisive = decisive_label_agreement(fp32, variant, LABEL_MARGIN)
+    answers = answer_drift(fp32, variant)
     return {
-        "label_agreement": comparison["label_agreement"],
-        "decisive_label_agreement": labels,
-        "decisive_utterances": decisive,
-        "transcript_cer": comparison["transcript_cer"],
-        "max_probability_diff": comparison["max_probability_diff"],
+        **{key: answers[key] for key in ("label_agreement", "decisive_label_agreement", "decisive_utterances",
+                                         "transcript_cer", "max_probability_diff")},
         "min_hidden_cosine": measured_by_the_export(export_report, "min_hidden_cosine", 1.0),
         "decisive_frame_agreement": measured_by_the_export(export_report, "decisive_frame_agreement", 1.0),
-        "utterances": comparison["n_utterances"],
+        "utterances": answers["utterances"],
     }
 
 

@@ -138,17 +138,22 @@ def decisive_frame_agreement(reference: list[dict], candidate: list[dict], asr: 
     return (agree / decisive if decisive else None), decisive
 
 
-def chain_drift(reference: list[dict], candidate: list[dict], all_specs: dict[str, specs.ModelSpec]) -> dict:
-    """A chain run against a reference run of the same utterances: label agreement (overall and
-    where the reference was decisive), transcript CER and agreement, the largest probability
-    difference, and the agreement of decisive CTC frames."""
-    first, second = records(reference, all_specs), records(candidate, all_specs)
-    comparison = compare_systems(first, second, resamples=0)
+def answer_drift(reference: list[dict], candidate: list[dict]) -> dict:
+    """Two systems' answers to the same utterances (records as client.metrics takes them): label
+    agreement (overall and where the reference was decisive), transcript CER and agreement, and
+    the largest probability difference."""
+    comparison = compare_systems(reference, candidate, resamples=0)
     keys = ("label_agreement", "transcript_cer", "transcript_agreement", "max_probability_diff")
-    labels, decisive = decisive_label_agreement(first, second, LABEL_MARGIN)
+    labels, decisive = decisive_label_agreement(reference, candidate, LABEL_MARGIN)
+    return {"utterances": comparison["n_utterances"], **{key: comparison[key] for key in keys},
+            "decisive_label_agreement": labels, "decisive_utterances": decisive}
+
+
+def chain_drift(reference: list[dict], candidate: list[dict], all_specs: dict[str, specs.ModelSpec]) -> dict:
+    """A chain run against a reference run of the same utterances: answer_drift, and the
+    agreement of decisive CTC frames."""
     frames, decisive_frames = decisive_frame_agreement(reference, candidate, all_specs[specs.ASR])
-    return {"utterances": len(reference), **{key: comparison[key] for key in keys},
-            "decisive_label_agreement": labels, "decisive_utterances": decisive,
+    return {**answer_drift(records(reference, all_specs), records(candidate, all_specs)),
             "decisive_frame_agreement": frames, "decisive_frames": decisive_frames}
 
 

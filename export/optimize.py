@@ -17,7 +17,6 @@ from export import network_files, specs
 from export.drift import network_drift
 from export.errors import ParityError
 from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
-from export.onnx_export import onnx_bytes
 from model.glossary import ACOUSTIC_ENCODER, ASR
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,7 @@ def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scrat
     """Rewrite the network at `path` in place (if it has a conv front end); its report entry.
     `scratch`: a folder of this network's own."""
     entry = {}
-    if not network_files.data_file(path).exists():  # one file, as exported: the weights go beside it
-        network_files.save(onnx.load(str(path)), path)
-    if spec.name in CONV_NETWORKS:
+    if spec.name in CONV_NETWORKS:  # the rewrite writes the weights beside the network
         exported = scratch / "exported" / path.name
         network_files.move(path, exported)
         entry.update(rewrite(exported, path))
@@ -52,6 +49,8 @@ def optimize_network(path: Path, spec: specs.ModelSpec, cases: list[dict], scrat
         if worst:
             raise ParityError(f"{spec.name}: the rewritten graph differs from the exported one past {tolerance}: "
                               f"{worst}; export with --no-optimize and report this")
-    entry["onnx_bytes"] = onnx_bytes(path)
+    elif not network_files.data_file(path).exists():  # one file, as exported: the weights go beside it
+        network_files.save(onnx.load(str(path)), path)
+    entry["onnx_bytes"] = network_files.size(path)
     log.info("%s optimized: %s", spec.name, {k: v for k, v in entry.items() if k != "onnx_bytes"})
     return entry
