@@ -68,6 +68,8 @@ class ExportOptions:
                               f"the {target} target exports fp32")
         if not self.tolerance > 0:
             raise ExportError(f"--tolerance must be positive, not {self.tolerance}")
+        if not self.deployment.max_batch_seconds > 0:
+            raise ExportError(f"--max-batch-seconds must be more than 0, not {self.deployment.max_batch_seconds}")
 
 
 def model_builder(options: ExportOptions) -> ModelBuilder:

@@ -8,10 +8,11 @@ from transformers import HubertModel, Wav2Vec2ForCTC
 
 from client import contract
 from export import repository, specs
-from export.errors import ParityError
+from export.errors import ExportError, ParityError
 from export.examples import example_inputs
 from export.onnx_export import TOLERANCE, check_network, export_network
 from export.pipeline import REPORT_FILE, ExportOptions, export
+from export.repository import Deployment
 from model.networks import served_network
 from model.sources import ModelSources, build_components, offline_bert_vocab_dir
 from serving.steps.text import TOKENIZER_FILE
@@ -141,3 +142,23 @@ def test_export_option_errors_are_one_line(tmp_path, capfd, flags, message):
     err = capfd.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("value, message", [("0", "must be more than 0 seconds, not 0"),
+                                            ("ten", "'ten' is not a number of seconds")])
+def test_max_batch_seconds_must_be_positive_seconds(capfd, value, message):
+    """A cap of 0 or less would silently switch the audio networks' memory bound off."""
+    from export.__main__ import parse_args
+    from export.refresh import main as refresh_main
+
+    for parse in (lambda: parse_args(["--max-batch-seconds", value]),
+                  lambda: refresh_main(["--repository", "unused", "--max-batch-seconds", value])):
+        with pytest.raises(SystemExit):
+            parse()
+        err = capfd.readouterr().err
+        assert f"--max-batch-seconds: {message}" in err and "Traceback" not in err
+
+
+def test_export_api_refuses_a_max_batch_seconds_of_zero_or_less(tmp_path):
+    with pytest.raises(ExportError, match="--max-batch-seconds must be more than 0, not -1"):
+        export(ExportOptions(out=tmp_path / "repo", preset="tiny", deployment=Deployment(max_batch_seconds=-1)))
