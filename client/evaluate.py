@@ -23,7 +23,7 @@ if not __package__:
 
 from tqdm import tqdm
 
-from client import systems
+from client import access, systems
 from client.contract import LABELS
 from client.datasets import DataError, Skipped, load_dataset
 from client.infer import positive
@@ -52,6 +52,7 @@ def build_parser(reference: bool) -> argparse.ArgumentParser:
     served.add_argument("--timeout", type=positive(float), default=120.0, metavar="SECONDS",
                         help="per request (default 120)")
     served.add_argument("--retries", type=int, default=3, help="retries while a server cannot be reached (default 3)")
+    access.add_arguments(served)
     parser.add_argument("--reference", action="store_true",
                         help="also run the PyTorch research pipeline (export extra) and compare; it takes the "
                              "model flags of python -m model.reference (see ser-evaluate --reference --help)")
@@ -92,10 +93,10 @@ def report_skipped(skipped: list[Skipped]) -> None:
 
 def make_clients(args) -> list[tuple[str, SERClient]]:
     """(name, client) of each served system: the server at --url, and the one at --compare."""
-    clients = [("served", SERClient(args.url, args.protocol, timeout=args.timeout, retries=args.retries))]
+    keywords = {"timeout": args.timeout, "retries": args.retries, **access.client_keywords(args)}
+    clients = [("served", SERClient(args.url, args.protocol, **keywords))]
     if args.compare:
-        clients.append(("compare", SERClient(args.compare, args.compare_protocol or args.protocol,
-                                             timeout=args.timeout, retries=args.retries)))
+        clients.append(("compare", SERClient(args.compare, args.compare_protocol or args.protocol, **keywords)))
     return clients
 
 

@@ -22,6 +22,7 @@ if not __package__:
 import soundfile
 from tqdm import tqdm
 
+from client import access
 from client.contract import CLIENT_WINDOW_SECONDS, LABELS
 from client.library import DEFAULT_URLS, ClientError, SERClient
 
@@ -60,6 +61,7 @@ def parse_args(argv):
                         help=f"longer audio is sent in segments of at most this (default {CLIENT_WINDOW_SECONDS:g})")
     parser.add_argument("--retries", type=int, default=3,
                         help="retries, with exponential backoff, while the server cannot be reached (default 3)")
+    access.add_arguments(parser)
     args = parser.parse_args(argv)
     if "-" in args.paths and len(args.paths) > 1:
         parser.error("- (stdin) must be the only argument")
@@ -150,9 +152,9 @@ def run(args) -> int:
 
     try:
         client = SERClient(args.url, args.protocol, timeout=args.timeout,
-                           window_seconds=args.window, retries=args.retries)
+                           window_seconds=args.window, retries=args.retries, **access.client_keywords(args))
     except ValueError as error:
-        print(f"--url: {error}", file=sys.stderr)
+        print(f"ser-infer: {error}", file=sys.stderr)
         return 2
     table = None if args.json else Table(names)
 

@@ -80,10 +80,14 @@ class SERClient:
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
-                 grpc_options: Mapping[str, object] | None = None):
+                 grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
+                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
-        overriding) this client's: unlimited message sizes and the round_robin policy."""
+        overriding) this client's: unlimited message sizes and the round_robin policy.
+        `api_key`: sent as `Authorization: Bearer KEY`, for an edge that requires client keys.
+        `tls`: connect over TLS, checking the server's certificate against the system's CAs or
+        `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate)."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if retries < 0:
@@ -97,6 +101,14 @@ class SERClient:
         self.retries = retries
         self.backoff = backoff
         self.grpc_options = dict(grpc_options or {})
+        if tls_ca_certificate is not None and not tls:
+            raise ValueError("tls_ca_certificate checks a TLS server: use it with tls=True (--tls)")
+        if tls_ca_certificate is not None and not Path(tls_ca_certificate).is_file():
+            raise ValueError(f"the CA certificate {tls_ca_certificate} does not exist")
+        if api_key is not None and (not api_key or any(c.isspace() for c in api_key)):
+            raise ValueError("the API key must be one word without spaces")
+        self.api_key, self.tls, self.tls_ca_certificate = api_key, tls, tls_ca_certificate
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._module = grpcclient if protocol == "grpc" else httpclient
         self._triton = None
 
@@ -113,7 +125,8 @@ class SERClient:
 
     def _clone(self) -> "SERClient":
         return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff,
-                         self.grpc_options)
+                         self.grpc_options, api_key=self.api_key, tls=self.tls,
+                         tls_ca_certificate=self.tls_ca_certificate)
 
     def channel_arguments(self) -> list[tuple[str, object]]:
         """What the gRPC channel is opened with: the defaults below, then `grpc_options`."""
@@ -127,15 +140,20 @@ class SERClient:
     def _connection(self):
         if self._triton is None:
             if self.protocol == "grpc":
-                self._triton = grpcclient.InferenceServerClient(self.url, channel_args=self.channel_arguments())
+                self._triton = grpcclient.InferenceServerClient(
+                    self.url, channel_args=self.channel_arguments(), ssl=self.tls,
+                    root_certificates=None if self.tls_ca_certificate is None else os.fspath(self.tls_ca_certificate))
             else:
                 self._triton = httpclient.InferenceServerClient(
-                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout
-                )
+                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout, ssl=self.tls,
+                    ssl_options=None if self.tls_ca_certificate is None
+                    else {"ca_certs": os.fspath(self.tls_ca_certificate)})
         return self._triton
 
     def _deadline(self) -> dict:
-        return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        """Each call's keyword arguments: its deadline (gRPC) and the client key's header."""
+        return {"client_timeout": self.timeout, "headers": self._headers} if self.protocol == "grpc" \
+            else {"headers": self._headers}
 
     def ready(self) -> bool:
         """Whether the server is up and the ensemble loaded (one try, no retries)."""

@@ -1,13 +1,19 @@
-"""`make serve`: the real Triton server that ships in the `nvidia-pytriton` wheel, on loopback.
+"""`make serve`: the real Triton server that ships in the `nvidia-pytriton` wheel, behind its edge, on loopback.
 
     python -m serving.launcher --repository model_repository
-    python -m serving.launcher --replicas 2     # 2 servers behind an NGINX load balancer, same ports
+    python -m serving.launcher --replicas 2     # 2 servers behind the edge, same ports
+    python -m serving.launcher --host 0.0.0.0 --client-keys keys.txt --tls-certificate c.pem --tls-key k.pem
 
-It waits until every model is ready and says so; a missing export, a port in use, or a model that
+Clients reach the servers only through the edge (serving/edge.py: NGINX on the HTTP and gRPC
+ports), which passes inference, health and metadata of the ensemble, bounds every request by the
+longest audio the export accepts, and can require client keys and TLS; the servers listen on
+loopback ports of their own and refuse their control plane (model loading, logging, trace,
+shared memory) to any request without the admin key that only this launcher holds. It waits
+until every model is ready and says so; a missing export, a port in use, or a model that
 fails to load ends it with one clear message and a non-zero exit instead of a hang. Ctrl-C,
 SIGTERM or SIGHUP stops it cleanly; killed hard (SIGKILL), it takes its servers with it. At start
 it removes the shared memory that servers killed with their stubs left in /dev/shm. The work is
-serving.supervisor.TritonServer (one server) and serving.replicas.ReplicaSet (several).
+serving.replicas.ReplicaSet: servers (serving.supervisor.TritonServer) behind the edge (serving.edge).
 """
 
 import argparse
@@ -17,6 +23,8 @@ import time
 from pathlib import Path
 
 from client.contract import ENSEMBLE
+from serving import admin
+from serving.edge import EdgeSettings
 from serving.replicas import ReplicaSet
 from serving.server_log import STDOUT, name
 from serving.supervisor import ServerError, TritonServer, remove_orphaned_shared_memory
@@ -32,15 +40,16 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
-def ready_message(service) -> str:
-    if isinstance(service, TritonServer):
-        return (f"ready: ensemble '{ENSEMBLE}' on HTTP {service.http_url}, gRPC {service.grpc_url}, "
-                f"metrics {service.metrics_url} (log: {name(service.log_path)}). Ctrl-C stops it.")
+def ready_message(service: ReplicaSet) -> str:
     replicas = service.servers
-    return (f"ready: ensemble '{ENSEMBLE}' on {len(replicas)} replicas behind nginx: HTTP {service.http_url}, "
-            f"gRPC {service.grpc_url}; each replica's metrics: {', '.join(r.metrics_url for r in replicas)} "
+    settings = service.edge.settings
+    served = "1 server" if len(replicas) == 1 else f"{len(replicas)} replicas"
+    access = ", ".join(filter(None, ["TLS" if settings.tls else "",
+                                     "client keys required" if settings.client_keys else "no client key"]))
+    return (f"ready: ensemble '{ENSEMBLE}' on {served} behind the edge ({access}): HTTP {service.http_url}, "
+            f"gRPC {service.grpc_url}; metrics: {', '.join(r.metrics_url for r in replicas)} "
             f"(logs: {', '.join(sorted({name(r.log_path) for r in replicas}))}; "
-            f"nginx: {name(service.balancer.log_path)}). Ctrl-C stops it.")
+            f"nginx: {name(service.edge.log_path)}). Ctrl-C stops it.")
 
 
 def parse_arguments(argv) -> argparse.Namespace:
@@ -53,8 +62,15 @@ def parse_arguments(argv) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=TritonServer.metrics_port,
                         help="with --replicas N: replica i's metrics are on this port + i - 1")
     parser.add_argument("--replicas", type=int, default=1,
-                        help="tritonserver replicas behind an NGINX load balancer on the HTTP and gRPC ports "
-                             "(default 1: one server on them, no balancer)")
+                        help="tritonserver replicas behind the edge on the HTTP and gRPC ports (default 1)")
+    parser.add_argument("--client-keys", type=Path, metavar="FILE",
+                        help="clients must send one of these keys (one a line) as Authorization: Bearer KEY")
+    parser.add_argument("--tls-certificate", type=Path, metavar="FILE", help="the edge serves TLS with this "
+                        "certificate (PEM, chain first) and --tls-key")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE")
+    parser.add_argument("--admin-key-file", type=Path, metavar="FILE",
+                        help="the servers' admin key (for an operator that must reach the model-repository API "
+                             "itself); default: a new key at each start, which only the launcher knows")
     parser.add_argument("--timeout", type=float, default=TritonServer.startup_timeout,
                         help="seconds to wait for readiness")
     parser.add_argument("--log-file", type=Path, default=Path("build/tritonserver.log"),
@@ -76,14 +92,15 @@ def main(argv=None) -> int:
     if log_file != STDOUT:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file = log_file.resolve()
-    server = TritonServer(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                          args.timeout, log_file, args.server_arg)
     try:
-        service = server if args.replicas == 1 else ReplicaSet(server, args.replicas)
-    except ServerError as error:
+        server = TritonServer(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
+                              args.timeout, log_file, args.server_arg, admin_key=admin.key_from(args.admin_key_file))
+        settings = EdgeSettings(client_keys=args.client_keys, tls_certificate=args.tls_certificate,
+                                tls_key=args.tls_key)
+        service = ReplicaSet(server, args.replicas, settings)
+    except (ServerError, admin.AdminKeyError) as error:
         print(f"make serve: {error}", file=sys.stderr)
         return 1
-    supervise = service.exit_reason if service is server else service.check
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
     leftovers = remove_orphaned_shared_memory()
@@ -106,7 +123,7 @@ def main(argv=None) -> int:
     try:
         while reason is None:
             time.sleep(0.5)
-            reason = supervise()
+            reason = service.check()
     except (KeyboardInterrupt, Stopped):
         pass
     _stop(service)

@@ -1,12 +1,12 @@
-"""A local replica set: N bundled tritonserver replicas on loopback behind one NGINX load balancer.
+"""What `make serve` runs: N bundled tritonserver replicas (1 by default) on loopback behind the edge.
 
-`make serve REPLICAS=2`. The set is the server `make serve` would start, N times: clients see one
-server where that one would listen (its host, HTTP and gRPC ports; serving/balancer.py listens
-there), each replica listens on free loopback ports of its own, and replica i (1, 2, ...) serves
-its metrics on METRICS_PORT + i - 1, since metrics are per replica (Prometheus scrapes each, as
-in a cluster). The replicas load side by side, everything stops together, and everything dies
+`make serve`, `make serve REPLICAS=2`. Clients see one server where `front` would listen (its
+host, HTTP and gRPC ports: the edge, serving/edge.py, listens there and bounds and filters every
+request); each replica listens on free loopback ports of its own, where only the edge (and this
+machine) reaches it, and replica i (1, 2, ...) serves its metrics on `front`'s host at
+METRICS_PORT + i - 1, since metrics are per replica (Prometheus scrapes each, as in a cluster). The replicas load side by side, everything stops together, and everything dies
 with the process that started it. A replica whose server exits is restarted when `check()`
-notices (the balancer sends its requests to the others meanwhile); one that then fails to start
+notices (the edge sends its requests to the others meanwhile); one that then fails to start
 is left out, and the set goes on while one replica serves.
 """
 
@@ -14,9 +14,9 @@ import dataclasses
 import sys
 
 from serving import server_log
-from serving.balancer import FAIL_TIMEOUT, Balancer
+from serving.edge import Edge, EdgeSettings, Upstream, served_audio_seconds
 from serving.ports import free_port
-from serving.supervisor import ServerError, TritonServer
+from serving.supervisor import ServerError, TritonServer, check_exported
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,10 +31,11 @@ def _free_ports(count: int) -> list[int]:
 
 
 class ReplicaSet:
-    def __init__(self, front: TritonServer, replicas: int = 2, fail_timeout: float = FAIL_TIMEOUT):
+    def __init__(self, front: TritonServer, replicas: int = 1, settings: EdgeSettings | None = None):
         """`front`: the one server this set stands in for (repository, flags, where clients connect,
-        the metrics port of replica 1, the log: tritonserver.log gives tritonserver.1.log, ... and
-        nginx.log beside it). `fail_timeout`: seconds the balancer leaves out a replica that failed."""
+        the metrics port of replica 1, the log: with several replicas tritonserver.log gives
+        tritonserver.1.log, ...; nginx.log beside it). `settings`: the edge's (client keys, TLS,
+        how long a failed replica is left out); its audio bound is always the repository's own."""
         if replicas < 1:
             raise ValueError(f"a replica set needs at least 1 replica, not {replicas}")
         metrics_ports = [front.metrics_port + i for i in range(replicas)]
@@ -42,13 +43,18 @@ class ReplicaSet:
             raise ServerError(f"the replicas' metrics ports {metrics_ports[0]}-{metrics_ports[-1]} (METRICS_PORT and "
                               f"the next {replicas - 1}) include the HTTP or gRPC port: choose other ports")
         self.front = front
+        check_exported(front.repository)
         internal = _free_ports(2 * replicas)
         self.servers = [dataclasses.replace(front, host=LOOPBACK, http_port=internal[2 * i],
-                                            grpc_port=internal[2 * i + 1], metrics_port=metrics_ports[i],
-                                            log_path=self._log(f"{front.log_path.stem}.{i + 1}"),
-                                            extra_args=list(front.extra_args))
+                                            grpc_port=internal[2 * i + 1], metrics_host=front.host,
+                                            metrics_port=metrics_ports[i], extra_args=list(front.extra_args),
+                                            log_path=front.log_path if replicas == 1
+                                            else self._log(f"{front.log_path.stem}.{i + 1}"))
                         for i in range(replicas)]
-        self.balancer = Balancer(front, self.servers, self._log("nginx"), fail_timeout)
+        settings = dataclasses.replace(settings or EdgeSettings(),
+                                       max_audio_seconds=served_audio_seconds(front.repository))
+        upstreams = [Upstream(s.host, s.http_port, s.grpc_port) for s in self.servers]
+        self.edge = Edge(front.host, front.http_port, front.grpc_port, upstreams, settings, self._log("nginx"))
 
     def _log(self, stem: str):
         """A log beside the front's, named `stem`; all on standard output where the front's is."""
@@ -64,13 +70,13 @@ class ReplicaSet:
         return self.front.grpc_url
 
     def start(self) -> "ReplicaSet":
-        self.balancer.check_can_start()  # before minutes of model loading
+        self.edge.check_can_start()  # before minutes of model loading
         try:
             for server in self.servers:
                 server.launch()
             for server in self.servers:
                 server.await_ready()
-            self.balancer.start()
+            self.edge.start()
         except BaseException:
             self.stop()
             raise
@@ -78,8 +84,8 @@ class ReplicaSet:
 
     def check(self) -> str | None:
         """One round of supervision: restart the replicas whose server exited. None while the set
-        serves; otherwise why it cannot go on (the balancer exited, or no replica is left)."""
-        reason = self.balancer.exit_reason()
+        serves; otherwise why it cannot go on (the edge exited, or no replica is left)."""
+        reason = self.edge.exit_reason()
         if reason:
             return reason
         for number, server in enumerate(self.servers, 1):
@@ -87,7 +93,7 @@ class ReplicaSet:
             if reason is None:
                 continue
             _say(f"replica {number} ({server.http_url}): {reason}; restarting it "
-                 "(the balancer sends its requests to the other replicas meanwhile)")
+                 "(the edge sends its requests to the other replicas meanwhile)")
             server.stop()
             try:
                 server.start()
@@ -99,12 +105,12 @@ class ReplicaSet:
         return None
 
     def stop(self) -> None:
-        self.balancer.stop()
+        self.edge.stop()
         for server in self.servers:
             server.stop()
 
     def close(self) -> None:
-        self.balancer.close()
+        self.edge.close()
         for server in [*self.servers, self.front]:
             server.close()
 

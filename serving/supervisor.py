@@ -3,7 +3,9 @@
 Start fails fast with one clear message (missing export, port in use, a model that fails to
 load) instead of hanging. A Python-backend step whose stub process dies (crash, OOM kill) stays
 "not healthy" in Triton until its model is reloaded: the server runs with explicit model control,
-and a watchdog notices a missing stub, says which model, and reloads it. Stopping shuts the
+and a watchdog notices a missing stub, says which model, and reloads it: with the admin key, since
+the model-repository, logging, trace and shared-memory APIs refuse every request without it
+(serving.admin), so no client can load code into the server or change it. Stopping shuts the
 server down cleanly and removes any shared memory its Python stubs leave behind. The server dies
 with the process that started it (serving.lifetime): a launcher killed hard leaves no server
 holding the ports.
@@ -11,6 +13,7 @@ holding the ports.
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.contract import ENSEMBLE
-from serving import bundled, lifetime, processes, server_log
+from serving import admin, bundled, lifetime, processes, server_log
 from serving.ports import port_in_use
 
 SHM_PREFIX = "triton_python_backend_shm_"
@@ -31,24 +34,27 @@ class ServerError(RuntimeError):
     """The server could not be started; the message says why and what to do."""
 
 
-def ready(http_url: str) -> bool:
-    """Whether the Triton server (or a balancer in front of replicas) at host:port is ready: every
-    model loaded."""
+def ready(http_url: str, tls: bool = False) -> bool:
+    """Whether the Triton server (or the edge in front of it) at host:port is ready: every model
+    loaded. `tls`: the edge serves HTTPS (its certificate is not checked: this asks our own child)."""
+    context = ssl._create_unverified_context() if tls else None  # noqa: S323 - our own child, on its address
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=1) as reply:
+        with urllib.request.urlopen(f"{'https' if tls else 'http'}://{http_url}/v2/health/ready", timeout=1,
+                                    context=context) as reply:
             return reply.status == 200
     except OSError:
         return False
 
 
-def wait_until_ready(what: str, process: subprocess.Popen, http_url: str, timeout: float, log_path: Path) -> None:
+def wait_until_ready(what: str, process: subprocess.Popen, http_url: str, timeout: float, log_path: Path,
+                     tls: bool = False) -> None:
     """Until the ensemble is ready at http_url; ServerError, with the reason the log gives, if
     `process` (serving there) exits first or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerError(server_log.failure_reason(f"{what} {processes.how_it_ended(process.returncode)}", log_path))
-        if ready(http_url):
+        if ready(http_url, tls):
             return
         time.sleep(0.2)
     raise ServerError(server_log.failure_reason(f"{what} was not ready after {timeout:.0f} s", log_path))
@@ -60,6 +66,13 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
         if port_in_use(host, port):
             raise ServerError(f"{what} port {port} on {host} is already in use (another server running?): "
                               "stop it, or choose other ports (HTTP_PORT=, GRPC_PORT=, METRICS_PORT=)")
+
+
+def check_exported(repository: Path) -> None:
+    """ServerError saying what to do where `repository` holds no exported ensemble."""
+    if not (Path(repository) / ENSEMBLE / "config.pbtxt").is_file():
+        raise ServerError(f"no exported model repository at {Path(repository).resolve()}: run `make export` "
+                          "(or `make export PRESET=tiny` offline) first")
 
 
 def remove_orphaned_shared_memory(min_age: float = 60.0) -> list[Path]:
@@ -92,6 +105,10 @@ class TritonServer:
     extra_args: list = field(default_factory=list)
     watchdog_seconds: float | None = 2.0
     """How often to look for dead Python stubs and reload their models; None: never."""
+    metrics_host: str | None = None
+    """Where the metrics listen (Prometheus scrapes each server); None: on `host`."""
+    admin_key: str = field(default_factory=admin.new_key, repr=False)
+    """The key of the server's control plane (serving.admin): only this process uses it."""
 
     def __post_init__(self):
         self.repository = Path(self.repository).resolve()
@@ -114,13 +131,12 @@ class TritonServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
+        return f"http://{self.metrics_host or self.host}:{self.metrics_port}/metrics"
 
     def check_can_start(self) -> None:
-        if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
-            raise ServerError(f"no exported model repository at {self.repository}: run `make export` "
-                              "(or `make export PRESET=tiny` offline) first")
-        check_ports_free(self.host, {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port})
+        check_exported(self.repository)
+        check_ports_free(self.host, {"HTTP": self.http_port, "gRPC": self.grpc_port})
+        check_ports_free(self.metrics_host or self.host, {"metrics": self.metrics_port})
 
     def command(self, backends: Path) -> list[str]:
         return [
@@ -129,10 +145,11 @@ class TritonServer:
             f"--backend-directory={backends}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            f"--metrics-address={self.metrics_host or self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", *bundled.CPU_FLAGS,
             "--exit-on-error=true", "--strict-readiness=true",
-            "--model-control-mode=explicit", "--load-model=*",
+            # explicit: the watchdog reloads a model whose stub died, with the admin key
+            "--model-control-mode=explicit", "--load-model=*", *admin.restricting_flags(self.admin_key),
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=16777216",
             *self.extra_args,
@@ -198,7 +215,8 @@ class TritonServer:
     def reload(self, model: str) -> None:
         for action in ("unload", "load"):
             request = urllib.request.Request(
-                f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}", method="POST")
+                f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}", method="POST",
+                headers=admin.headers(self.admin_key))
             urllib.request.urlopen(request, timeout=120).close()
 
     def _watch_stubs(self) -> None:

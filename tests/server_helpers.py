@@ -1,7 +1,11 @@
 """Raw tritonclient calls, result checks and process checks for the server tests (independent of the
 project's client library)."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +15,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from client import contract
+from serving.ports import free_port
+from serving.supervisor import ready
+from tests.conftest import REPO_ROOT
 
 MODULES = {"grpc": grpcclient, "http": httpclient}
 
@@ -110,3 +117,37 @@ def eventually(condition, seconds: float = 30.0) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in ("http", "grpc", "metrics")}
+
+
+def launcher_command(repository: Path, ports: dict[str, int], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "serving.launcher", "--repository", str(repository), "--timeout", "60",
+            *(f"--{name}-port={port}" for name, port in ports.items()), *extra]
+
+
+def start_launcher(repository: Path, ports: dict[str, int], *extra: str, **popen) -> tuple[subprocess.Popen, str]:
+    """A launcher that has said it is ready, and what it said (it gives up by itself after its --timeout)."""
+    launcher = subprocess.Popen(launcher_command(repository, ports, *extra), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, **popen)
+    said = []
+    while not (said and said[-1].startswith("ready:")):
+        line = launcher.stdout.readline()
+        assert line, "".join(said)  # it exited without being ready
+        said.append(line)
+    assert ready(f"127.0.0.1:{ports['http']}", tls="--tls-certificate" in extra)
+    return launcher, "".join(said)
+
+
+def end(launcher: subprocess.Popen, family: dict[int, str]) -> None:
+    """Whatever a failed test left running: the launcher and every process below it."""
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait()
+    for pid in family:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+

@@ -6,7 +6,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from serving import processes
-from serving.ports import free_port, port_in_use
-from serving.supervisor import SHM_PREFIX, ServerError, ready, remove_orphaned_shared_memory
+from serving.ports import port_in_use
+from serving.supervisor import SHM_PREFIX, ServerError, remove_orphaned_shared_memory
 from tests.conftest import REPO_ROOT, start_server
-from tests.server_helpers import alive, descendants, eventually
+from tests.server_helpers import alive, descendants, end, eventually, free_ports, launcher_command, start_launcher
 
 pytestmark = pytest.mark.server
 
@@ -68,15 +67,6 @@ def test_shared_memory_that_no_process_maps_is_removed_at_start():
             path.unlink(missing_ok=True)
 
 
-def free_ports() -> dict[str, int]:
-    return {name: free_port() for name in ("http", "grpc", "metrics")}
-
-
-def launcher_command(repository: Path, ports: dict[str, int], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "serving.launcher", "--repository", str(repository), "--timeout", "60",
-            *(f"--{name}-port={port}" for name, port in ports.items()), *extra]
-
-
 def serve(repository: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(launcher_command(repository, free_ports(), *extra), cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120)
@@ -87,33 +77,10 @@ def ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start_launcher(repository: Path, ports: dict[str, int], *extra: str, **popen) -> tuple[subprocess.Popen, str]:
-    """A launcher that has said it is ready, and what it said (it gives up by itself after its --timeout)."""
-    launcher = subprocess.Popen(launcher_command(repository, ports, *extra), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, **popen)
-    said = []
-    while not (said and said[-1].startswith("ready:")):
-        line = launcher.stdout.readline()
-        assert line, "".join(said)  # it exited without being ready
-        said.append(line)
-    assert ready(f"127.0.0.1:{ports['http']}")
-    return launcher, "".join(said)
-
-
-def end(launcher: subprocess.Popen, family: dict[int, str]) -> None:
-    """Whatever a failed test left running: the launcher and every process below it."""
-    if launcher.poll() is None:
-        launcher.kill()
-        launcher.wait()
-    for pid in family:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_a_launcher_killed_hard_takes_its_servers_with_it(tiny_repository, tmp_path, replicas):
     """kill -9 of `make serve` runs none of its clean-up code: tritonserver, its Python stubs and (with
-    replicas) nginx end anyway, their shared memory goes, and the next launcher on the ports starts."""
+    the edge's nginx end anyway, their shared memory goes, and the next launcher on the ports starts."""
     ports = free_ports()
     every_port = [ports["http"], ports["grpc"], *(ports["metrics"] + i for i in range(replicas))]
     first, _ = start_launcher(tiny_repository, ports, "--replicas", str(replicas),
@@ -122,7 +89,7 @@ def test_a_launcher_killed_hard_takes_its_servers_with_it(tiny_repository, tmp_p
     family = descendants(first.pid)
     try:
         names = sorted(family.values())
-        assert names.count("tritonserver") == replicas and names.count("nginx") == (2 if replicas > 1 else 0)
+        assert names.count("tritonserver") == replicas and names.count("nginx") == 2  # the edge: master and worker
         assert names.count(processes.STUB.decode()[:15]) >= 7 * replicas, names  # one per Python step at least
         shm = set().union(*(processes.shared_memory_files(pid, SHM_PREFIX)
                             for pid, name in family.items() if name == "tritonserver"))

@@ -1,7 +1,7 @@
-"""The local replica set (`make serve REPLICAS=2`): two tritonserver replicas behind NGINX.
+"""The local replica set (`make serve REPLICAS=2`): two tritonserver replicas behind the NGINX edge.
 
-Concurrent clients over gRPC and HTTP, who know only the balancer's address, get the reference's
-answers from both replicas; a replica killed in mid-run costs no answer, the balancer stops
+Concurrent clients over gRPC and HTTP, who know only the edge's address, get the reference's
+answers from both replicas; a replica killed in mid-run costs no answer, the edge stops
 sending to it, and the set restarts it. The kill -9 of a replica-set launcher is in
 test_launcher.py (test_a_launcher_killed_hard_takes_its_servers_with_it[2]).
 """
@@ -19,7 +19,8 @@ from client.audio import load_audio
 from client.contract import SAMPLE_RATE
 from client.library import SERClient
 from client.result import Result
-from serving import balancer, processes
+from serving import edge, processes
+from serving.edge import EdgeSettings
 from serving.replicas import ReplicaSet
 from serving.supervisor import SHM_PREFIX, ServerError, TritonServer
 from tests.conftest import start_server
@@ -31,7 +32,7 @@ CLIENTS = 3
 """Concurrent clients per protocol."""
 
 LONG_FAIL_TIMEOUT = 3600.0
-"""Once a replica has failed a request, the balancer leaves it out for longer than this module runs,
+"""Once a replica has failed a request, the edge leaves it out for longer than this module runs,
 so after the kill every attempt on the dead replica is visible, and none should be made."""
 
 
@@ -39,7 +40,7 @@ so after the kill every attempt on the dead replica is visible, and none should 
 def replica_set(tiny_repository, tmp_path_factory):
     logs = tmp_path_factory.mktemp("replica-logs")
     replicas = ReplicaSet(start_server(tiny_repository, log_path=logs / "tritonserver.log"), replicas=2,
-                          fail_timeout=LONG_FAIL_TIMEOUT)
+                          settings=EdgeSettings(fail_timeout=LONG_FAIL_TIMEOUT))
     with replicas:
         yield replicas
         family = family_of(replicas)
@@ -50,7 +51,7 @@ def replica_set(tiny_repository, tmp_path_factory):
 def family_of(replicas: ReplicaSet) -> dict[int, str]:
     """The processes of the set that are running now: servers, their stubs, nginx and its worker."""
     found = {}
-    for server in [*replicas.servers, replicas.balancer]:
+    for server in [*replicas.servers, replicas.edge]:
         if server.process is not None:
             found[server.process.pid] = "server"
             found.update({pid: "group member" for pid in processes.group_members(server.process.pid)})
@@ -76,7 +77,7 @@ def reference(tiny_reference, workload) -> dict:
 
 def classify_concurrently(replicas: ReplicaSet, paths: list, on_result=None,
                           retries: dict[str, int] | None = None) -> dict[str, list]:
-    """Every path over each protocol, both protocols at once, through the balancer's address only."""
+    """Every path over each protocol, both protocols at once, through the edge's address only."""
     results = {}
 
     def run(protocol):
@@ -101,7 +102,7 @@ def assert_answers_right(results: dict[str, list], reference: dict, paths: list)
 
 
 def attempts_on(replica, error_log: str) -> int:
-    """Requests the balancer tried to pass to this replica and could not, from nginx's error log."""
+    """Requests the edge tried to pass to this replica and could not, from nginx's error log."""
     upstreams = {f"{replica.host}:{replica.http_port}", f"{replica.host}:{replica.grpc_port}"}
     failed = re.findall(r'\[error\].*upstream: "\w+://([^/"]+)', error_log)
     return sum(1 for upstream in failed if upstream in upstreams)
@@ -146,7 +147,7 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
     assert_answers_right(results, reference, workload)
 
     # After the kill: every request goes to the survivor, and not one is tried on the dead replica.
-    error_log = replica_set.balancer.log_path
+    error_log = replica_set.edge.log_path
     seen = error_log.stat().st_size
     before = ensemble_successes(survivor)
     results = classify_concurrently(replica_set, workload)
@@ -165,20 +166,20 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
         assert_same(direct.classify(workload[0]), reference[workload[0]], atol=1e-4)
 
 
-def test_the_balancer_config_names_every_replica_and_passes_nginx_own_check(replica_set, tmp_path):
-    config = replica_set.balancer.config()
+def test_the_edge_config_names_every_replica_and_passes_nginx_own_check(replica_set, tmp_path):
+    config = replica_set.edge.config()
     for server in replica_set.servers:
         assert f"server 127.0.0.1:{server.http_port} max_fails=1" in config
         assert f"server 127.0.0.1:{server.grpc_port} max_fails=1" in config
     assert f"listen {replica_set.grpc_url} http2;" in config
     path = tmp_path / "nginx.conf"
-    path.write_text(config.replace(str(replica_set.balancer.log_path.resolve()), str(tmp_path / "error.log")))
-    check = subprocess.run([str(balancer.nginx_binary()), "-t", "-p", str(tmp_path), "-c", str(path),
+    path.write_text(config.replace(str(replica_set.edge.log_path.resolve()), str(tmp_path / "error.log")))
+    check = subprocess.run([str(edge.nginx_binary()), "-t", "-p", str(tmp_path), "-c", str(path),
                             "-e", str(tmp_path / "error.log")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
 
-def test_metrics_ports_that_collide_with_the_balancer_are_refused(tiny_repository):
+def test_metrics_ports_that_collide_with_the_edge_are_refused(tiny_repository):
     front = TritonServer(tiny_repository, http_port=8001, grpc_port=8009, metrics_port=8000)
     with pytest.raises(ServerError, match="metrics ports 8000-8002 .* include the HTTP or gRPC port"):
         ReplicaSet(front, replicas=3)
@@ -186,7 +187,7 @@ def test_metrics_ports_that_collide_with_the_balancer_are_refused(tiny_repositor
 
 
 def test_missing_nginx_is_one_line_that_says_how_to_install_it(tiny_repository, monkeypatch):
-    monkeypatch.setattr(balancer.shutil, "which", lambda *args, **kwargs: None)
+    monkeypatch.setattr(edge.shutil, "which", lambda *args, **kwargs: None)
     replicas = ReplicaSet(start_server(tiny_repository))
     try:
         with pytest.raises(ServerError, match=r"nginx is not installed.*make setup"):

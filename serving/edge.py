@@ -1,0 +1,317 @@
+"""The edge: NGINX in front of the Triton servers, and the only way clients reach them.
+
+`make serve` puts it in front of one server or of N replicas (serving.replicas), on the usual
+ports, while the servers listen on loopback ports of their own; the Kubernetes edge runs the same
+config (`python -m serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
+- only the inference, health and metadata routes of the served models pass (HTTP paths, gRPC
+  methods); the model-repository, logging, trace, shared-memory and statistics APIs are refused
+  here (and the servers refuse them too without the admin key: serving.admin);
+- a request body is bounded before it is buffered: the longest audio the deployment accepts
+  (the ensemble's own limit, read from the exported repository) as float32 samples, plus
+  headroom for headers; a larger one gets 413 (RESOURCE_EXHAUSTED over gRPC) at once;
+- optional client keys (`Authorization: Bearer KEY`, from a file of keys: a Kubernetes Secret)
+  and TLS (a certificate and key: a Kubernetes TLS Secret);
+- HTTP through `proxy_pass`, gRPC (HTTP/2) through `grpc_pass`, each to a live replica, retried
+  on the next one when a replica fails.
+NGINX runs in the foreground as a child of this process (and dies with it), with every file it
+writes in its own work folder; it comes from the system's packages (`make setup` installs the
+Debian package `nginx` where it is missing and it can).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.contract import ENSEMBLE, MAX_SECONDS, SAMPLE_RATE
+from serving import admin, lifetime, processes, server_log
+from serving.supervisor import ServerError, check_ports_free, wait_until_ready
+
+TEMPLATE = Path(__file__).with_name("edge.conf.template")
+
+NAME = "nginx (the edge)"
+
+FAIL_TIMEOUT = 10.0
+"""Seconds a replica stays out of the rotation after a failed request; then one request tries it again."""
+
+HEADROOM_BYTES = 64 * 1024
+"""What a request may carry besides its samples: the HTTP binary-tensor header's JSON, protobuf
+framing, other inputs and parameters."""
+
+BYTES_PER_SAMPLE = 4
+"""float32: the ensemble's AUDIO dtype, as the binary-tensor HTTP extension and gRPC carry it."""
+
+_CLIENT_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+
+
+class EdgeError(ServerError):
+    """The edge cannot be configured as asked; the message says why and what to do."""
+
+
+def max_request_bytes(max_audio_seconds: float) -> int:
+    """The largest request body the edge takes: one request of the longest audio, plus headroom."""
+    return int(max_audio_seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE + HEADROOM_BYTES
+
+
+def served_audio_seconds(repository: Path) -> float:
+    """The longest audio the exported ensemble accepts (its audio step's limit), so the edge's
+    bound and the ensemble's refusal come from the same value."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.specs import AUDIO_INPUT
+    from serving.steps.parameters import MAX_AUDIO_SECONDS
+
+    config_path = Path(repository) / AUDIO_INPUT / "config.pbtxt"
+    try:
+        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+        return float(config.parameters[MAX_AUDIO_SECONDS].string_value)
+    except (OSError, text_format.ParseError, ValueError) as error:
+        raise ServerError(f"cannot read the ensemble's audio limit from {config_path} ({error}): "
+                          "re-export the repository with `make export`") from None
+
+
+def read_client_keys(path: Path) -> list[str]:
+    """The client keys in `path`: one a line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise EdgeError(f"cannot read the client keys file {path}: {error.strerror}") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise EdgeError(f"the client keys file {path} holds no key: put one key a line")
+    for number, key in enumerate(keys, 1):
+        if not _CLIENT_KEY.fullmatch(key):
+            raise EdgeError(f"key {number} in {path} must be 16 to 256 letters, digits or ._~+/=- "
+                            "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return keys
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """What a deployment sets on its edge; the defaults are `make serve`'s."""
+    max_audio_seconds: float = MAX_SECONDS
+    models: tuple[str, ...] = (ENSEMBLE,)
+    """The models clients may call (inference, metadata, readiness); every other one is refused."""
+    client_keys: Path | None = None
+    """A file of client keys, one a line; None: no key needed (loopback, or a trusted network)."""
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    fail_timeout: float = FAIL_TIMEOUT
+
+    def __post_init__(self):
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise EdgeError("TLS needs both a certificate and its key (--tls-certificate and --tls-key)")
+        for path in (self.tls_certificate, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise EdgeError(f"the TLS file {path} does not exist")
+        if not self.max_audio_seconds > 0:
+            raise EdgeError(f"the longest audio must be above 0 s, not {self.max_audio_seconds}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return max_request_bytes(self.max_audio_seconds)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certificate is not None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One Triton server behind the edge."""
+    host: str
+    http_port: int
+    grpc_port: int
+
+
+class _Template(string.Template):
+    delimiter = "@"  # nginx uses $ for its own variables
+
+
+def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http_port: int, grpc_port: int,
+           work: Path, error_log: str) -> str:
+    """The edge's nginx.conf. With client keys, the keys go into `work`/client-keys.map (mode 0600),
+    which the config includes: the config itself holds no secret."""
+    health = f"max_fails=1 fail_timeout={settings.fail_timeout:g}s"
+
+    def servers(port_of) -> str:
+        return "\n".join(f"        server {u.host}:{port_of(u)} {health};" for u in upstreams)
+
+    if settings.client_keys is None:
+        client_keys = "    map $http_authorization $ser_client_key_ok {\n        default 1;\n    }"
+    else:
+        keys_map = Path(work) / "client-keys.map"
+        keys_map.touch(mode=0o600)
+        keys_map.write_text("".join(f'"Bearer {key}" 1;\n' for key in read_client_keys(settings.client_keys)))
+        client_keys = (f"    map $http_authorization $ser_client_key_ok {{\n        default 0;\n"
+                       f"        include {keys_map};\n    }}")
+    tls_settings = ""
+    if settings.tls:
+        tls_settings = (f"        ssl_certificate {Path(settings.tls_certificate).resolve()};\n"
+                        f"        ssl_certificate_key {Path(settings.tls_key).resolve()};\n"
+                        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                        "        ssl_session_cache shared:ser_tls:1m;")
+    audio = f"{settings.max_audio_seconds:g} s"
+    return _Template(TEMPLATE.read_text()).substitute(
+        work=work, error_log=error_log, host=host, http_port=http_port, grpc_port=grpc_port,
+        http_servers=servers(lambda u: u.http_port), grpc_servers=servers(lambda u: u.grpc_port),
+        models="|".join(re.escape(model) for model in settings.models),
+        max_body=settings.max_body_bytes, client_keys=client_keys,
+        tls_listen=" ssl" if settings.tls else "", tls_settings=tls_settings, admin_header=admin.ADMIN_HEADER,
+        too_large=(f"request body over {settings.max_body_bytes} bytes: this server takes audio of at most {audio} "
+                   f"a request (float32 at {SAMPLE_RATE} Hz, binary); split longer recordings (the client does)"),
+        unauthenticated="this server needs a valid client key: send the header Authorization: Bearer KEY "
+                        "(--api-key, or the environment variable SER_API_KEY)",
+        plain_to_tls="this server speaks TLS only: connect with TLS (--tls)",
+        refused=(f"not served here: clients may call only inference, health and metadata of the models "
+                 f"{', '.join(settings.models)}"))
+
+
+def nginx_binary() -> Path:
+    found = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if found is None:
+        raise ServerError("nginx is not installed; the server's edge needs it: run `make setup` as root (it installs "
+                          "the Debian package), or `apt-get install nginx`")
+    return Path(found)
+
+
+class Edge:
+    """NGINX on `host` (its HTTP and gRPC ports), in front of `upstreams`."""
+
+    def __init__(self, host: str, http_port: int, grpc_port: int, upstreams: list[Upstream],
+                 settings: EdgeSettings = EdgeSettings(), log_path: Path | None = None, startup_timeout: float = 30.0):
+        self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
+        self.upstreams, self.settings, self.startup_timeout = upstreams, settings, startup_timeout
+        self._work = tempfile.TemporaryDirectory(prefix="ser-edge-")
+        os.chmod(self._work.name, 0o755)  # nginx's workers run as nobody when it is started as root
+        self.log_path = Path(log_path or Path(self._work.name) / "error.log")
+        self.config_path = Path(self._work.name) / "nginx.conf"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def config(self) -> str:
+        return render(self.settings, self.upstreams, host=self.host, http_port=self.http_port,
+                      grpc_port=self.grpc_port, work=Path(self._work.name), error_log=self._error_log())
+
+    def _error_log(self) -> str:
+        """Where nginx writes its log: the log file, or stderr where the launcher's output is the log."""
+        return "stderr" if self.log_path == server_log.STDOUT else str(self.log_path.resolve())
+
+    def check_can_start(self) -> None:
+        """ServerError or EdgeError now, before the servers spend minutes loading their models."""
+        binary = nginx_binary()
+        check_ports_free(self.host, {"HTTP": self.http_port, "gRPC": self.grpc_port})
+        self.config_path.write_text(self.config())
+        check = subprocess.run([str(binary), "-t", "-q", "-p", self._work.name, "-c", str(self.config_path),
+                                "-e", "stderr"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise EdgeError(f"nginx refuses the edge's config ({self.config_path}): {check.stderr.strip()}")
+
+    def start(self) -> "Edge":
+        self.check_can_start()
+        log = None if self.log_path == server_log.STDOUT else open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(nginx_binary()), "-p", self._work.name, "-c", str(self.config_path), "-e", self._error_log()],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifetime.ends_with_parent())
+        if log is not None:
+            log.close()
+        try:  # ready through the edge: nginx listens and reaches a server
+            wait_until_ready(NAME, self.process, self.http_url, self.startup_timeout, self.log_path,
+                             tls=self.settings.tls)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def exit_reason(self) -> str | None:
+        """None while nginx runs; once it has exited, what to tell the user."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        ended = processes.how_it_ended(self.process.returncode)
+        return f"{NAME} {ended}; log: {server_log.name(self.log_path)}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fast shutdown (SIGTERM: the master stops its worker), then anything left in its group."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            processes.kill_leftovers(self.process.pid)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        self._work.cleanup()
+
+
+def _upstream(text: str) -> Upstream:
+    host, _, ports = text.rpartition("@")
+    http_port, _, grpc_port = ports.partition(",")
+    try:
+        return Upstream(host, int(http_port), int(grpc_port))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give an upstream as HOST@HTTP_PORT,GRPC_PORT "
+                                         f"(like ser-triton@8000,8001), not {text!r}") from None
+
+
+def parse_arguments(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.edge", description="Run the edge (nginx, in the foreground) in front of Triton "
+        "servers: the Kubernetes edge's entrypoint. `make serve` starts the same edge by itself.")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all: a container)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--upstream", type=_upstream, action="append", required=True, metavar="HOST@HTTP,GRPC",
+                        help="a Triton server (or a Service in front of several): ser-triton@8000,8001; repeat for more")
+    parser.add_argument("--max-audio-seconds", type=float, default=MAX_SECONDS,
+                        help=f"the longest audio a request may carry: the export's --max-audio-seconds "
+                             f"(default {MAX_SECONDS:g})")
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
+                        help=f"a model clients may call (default {ENSEMBLE}); repeat for more")
+    parser.add_argument("--client-keys", type=Path, metavar="FILE", help="require one of these keys (one a line)")
+    parser.add_argument("--tls-certificate", type=Path, metavar="FILE")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE")
+    parser.add_argument("--print-config", action="store_true", help="print the nginx config and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    try:
+        settings = EdgeSettings(args.max_audio_seconds, tuple(args.models or (ENSEMBLE,)), args.client_keys,
+                                args.tls_certificate, args.tls_key)
+        work = Path(tempfile.mkdtemp(prefix="ser-edge-"))
+        config = render(settings, args.upstream, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                        work=work, error_log="stderr")
+        if args.print_config:
+            print(config, end="")
+            return 0
+        binary = nginx_binary()
+    except ServerError as error:
+        print(f"serving.edge: {error}", file=sys.stderr)
+        return 2
+    (work / "nginx.conf").write_text(config)
+    os.execv(binary, [str(binary), "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
