@@ -14,6 +14,10 @@ HTTP_PORT  ?= 8000
 GRPC_PORT  ?= 8001
 METRICS_PORT ?= 8002
 REPLICAS   ?= 1
+# the edge's client keys (a file, one key a line) and TLS certificate and key (PEM files)
+CLIENT_KEYS ?=
+TLS_CERTIFICATE ?=
+TLS_KEY    ?=
 SERVER_ARGS ?=
 EXPORT_ARGS ?=
 STEPS_ARGS ?=
@@ -24,7 +28,9 @@ PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 PORT_FLAGS  = --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
-SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg=$(flag))
+SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg=$(flag)) \
+	$(if $(CLIENT_KEYS),--client-keys $(CLIENT_KEYS)) $(if $(TLS_CERTIFICATE),--tls-certificate $(TLS_CERTIFICATE)) \
+	$(if $(TLS_KEY),--tls-key $(TLS_KEY))
 
 .PHONY: setup balancer export steps serve demo evaluate test bench clean
 
@@ -37,16 +43,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m serving.perf_analyzer
 	touch $@
 
-# The load balancer of the local replica set (`make serve REPLICAS=2`): NGINX, from the system's
-# packages. Installed when missing and we are root (CI, containers); otherwise say how.
+# The edge of `make serve` (it bounds and filters every request, and balances over REPLICAS=N):
+# NGINX, from the system's packages. Installed when missing and we are root (CI, containers);
+# otherwise say how.
 balancer:
 	@PATH="$$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "make setup: installing nginx (the load balancer of make serve REPLICAS=N)"; \
+		echo "make setup: installing nginx (the edge of make serve)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
 	else \
-		echo "make setup: nginx is missing: the local replica set (make serve REPLICAS=N) and its tests need it;" \
-		     "install it as root: apt-get install nginx (one server, make serve, works without it)" >&2; \
+		echo "make setup: nginx is missing: make serve puts it in front of the server as its edge, and the" \
+		     "tests need it; install it as root: apt-get install nginx" >&2; \
 	fi
 
 export: setup

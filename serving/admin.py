@@ -55,6 +55,19 @@ def key_from(path: Path | None) -> str:
     return read_key(path) if path is not None else new_key()
 
 
+def key_from_environment() -> str:
+    """The key in the file $SER_ADMIN_KEY_FILE names (a mounted Secret), else a new one."""
+    key_file = os.environ.get(KEY_FILE_VARIABLE)
+    return key_from(Path(key_file) if key_file else None)
+
+
+def restricted(arguments: list[str]) -> list[str]:
+    """`arguments` for tritonserver with RESTRICTED_APIS restricted, unless they restrict APIs themselves."""
+    if any(a.startswith(("--http-restricted-api", "--grpc-restricted-protocol")) for a in arguments):
+        return list(arguments)
+    return [*arguments, *restricting_flags(key_from_environment())]
+
+
 def restricting_flags(key: str) -> list[str]:
     """tritonserver flags that make RESTRICTED_APIS answer only requests carrying `key`."""
     apis = ",".join(RESTRICTED_APIS)
@@ -76,13 +89,12 @@ def main(argv=None) -> int:
     if program is None:
         print(f"serving.admin: {command[0]} is not on PATH", file=sys.stderr)
         return 2
-    key_file = os.environ.get(KEY_FILE_VARIABLE)
     try:
-        key = key_from(Path(key_file) if key_file else None)
+        arguments = restricted(command[1:])
     except AdminKeyError as error:
         print(f"serving.admin: {error}", file=sys.stderr)
         return 2
-    os.execv(program, [command[0], *command[1:], *restricting_flags(key)])
+    os.execv(program, [command[0], *arguments])
 
 
 if __name__ == "__main__":

@@ -6,16 +6,24 @@ signals and exit codes are the binary's own:
 
     .venv/bin/tritonserver --model-repository model_repository
     .venv/bin/perf_analyzer -m ser --input-data perf_input.json --concurrency-range 1:4
+
+Where the Triton container's server listens on every interface with its control plane open, this
+`tritonserver` listens on loopback and refuses the model-repository, logging, trace and
+shared-memory APIs without the admin key (serving.admin: from $SER_ADMIN_KEY_FILE, else a new
+one), unless the command line says otherwise (--http-address=..., --http-restricted-api=...).
+Clients on other machines reach a server through the edge: `make serve`.
 """
 
 import os
 import sys
 from pathlib import Path
 
-from serving import bundled
+from serving import admin, bundled
 from serving.perf_analyzer import PerfAnalyzerError, install
 
 BACKENDS_HOME = Path(sys.prefix) / "lib" / "ser-triton" / "backends"
+
+LOOPBACK_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
 
 
 def _given(arguments: list[str], flag: str) -> bool:
@@ -36,6 +44,12 @@ def tritonserver(argv=None) -> int:
         print(f"tritonserver: {error}", file=sys.stderr)
         return 1
     arguments += [flag for flag in bundled.CPU_FLAGS if not _given(arguments, flag.split("=")[0])]
+    arguments += [f"{flag}=127.0.0.1" for flag in LOOPBACK_FLAGS if not _given(arguments, flag)]
+    try:
+        arguments = admin.restricted(arguments)
+    except admin.AdminKeyError as error:
+        print(f"tritonserver: {error}", file=sys.stderr)
+        return 1
     os.execve(binary, [str(binary), *arguments], bundled.server_environment())
 
 

@@ -3,9 +3,10 @@
 `make serve` puts it in front of one server or of N replicas (serving.replicas), on the usual
 ports, while the servers listen on loopback ports of their own; the Kubernetes edge runs the same
 config (`python -m serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
-- only the inference, health and metadata routes of the served models pass (HTTP paths, gRPC
-  methods); the model-repository, logging, trace, shared-memory and statistics APIs are refused
-  here (and the servers refuse them too without the admin key: serving.admin);
+- only health, read-only metadata (model configs and statistics too: perf_analyzer reads them)
+  and inference of the served models pass (HTTP paths, gRPC methods); the model-repository,
+  logging, trace and shared-memory APIs are refused here (and the servers refuse them too
+  without the admin key: serving.admin);
 - a request body is bounded before it is buffered: the longest audio the deployment accepts
   (the ensemble's own limit, read from the exported repository) as float32 samples, plus
   headroom for headers; a larger one gets 413 (RESOURCE_EXHAUSTED over gRPC) at once;
@@ -171,8 +172,9 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
         unauthenticated="this server needs a valid client key: send the header Authorization: Bearer KEY "
                         "(--api-key, or the environment variable SER_API_KEY)",
         plain_to_tls="this server speaks TLS only: connect with TLS (--tls)",
-        refused=(f"not served here: clients may call only inference, health and metadata of the models "
-                 f"{', '.join(settings.models)}"))
+        refused=(f"not served here: clients may call health, metadata and inference of "
+                 f"{', '.join(settings.models)}; the model-repository, logging, trace and shared-memory APIs "
+                 "are closed"))
 
 
 def nginx_binary() -> Path:

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from client.contract import ENSEMBLE
 from export import repository, specs
@@ -42,8 +44,7 @@ def test_tritonserver_and_perf_analyzer_commands(tiny_repository, tmp_path):
 
     http, grpc, metrics = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        [str(BIN / "tritonserver"), f"--model-repository={tiny_repository}", "--http-address=127.0.0.1",
-         "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1", f"--http-port={http}",
+        [str(BIN / "tritonserver"), f"--model-repository={tiny_repository}", f"--http-port={http}",
          f"--grpc-port={grpc}", f"--metrics-port={metrics}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -58,6 +59,15 @@ def test_tritonserver_and_perf_analyzer_commands(tiny_repository, tmp_path):
         assert measured.returncode == 0, measured.stdout[-2000:] + measured.stderr[-2000:]
         assert "Concurrency: 2, throughput:" in measured.stdout
         assert "Successful request count: 8" in measured.stdout or "Request count: 8" in measured.stdout
+        # unlike the Triton container's, this server listens on loopback and keeps its control plane closed
+        flags = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+        assert {f"--{name}-address=127.0.0.1" for name in ("http", "grpc", "metrics")} <= set(flags)
+        with httpclient.InferenceServerClient(f"127.0.0.1:{http}") as client:
+            with pytest.raises(InferenceServerException, match="restricted"):
+                client.unload_model(ENSEMBLE)
+            with pytest.raises(InferenceServerException, match="restricted"):
+                client.update_log_settings({"log_verbose_level": 1})
+            assert client.is_model_ready(ENSEMBLE)
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=60)[0]

@@ -330,13 +330,20 @@ def test_the_edge_config_has_no_catch_all_route_and_forwards_only_the_clients_ro
     forwarding = {pattern: block for pattern, block in routes(config).items()
                   if "proxy_pass" in block or "grpc_pass" in block}
     assert "/" not in forwarding and not any(p.strip('"') in ("/", "~ ^/", "^/") for p in forwarding)
-    for pattern in forwarding:
-        assert ("/v2/health/" in pattern or "/v2/models/(" in pattern or pattern == "= /v2"
-                or "GRPCInferenceService/(" in pattern), pattern
-        assert "repository" not in pattern and "logging" not in pattern and "shared" not in pattern.lower()
     models = "|".join(re.escape(m) for m in settings.models)
-    assert all(f"({models})" in p for p in forwarding if "/v2/models/" in p)
     for pattern, block in forwarding.items():
-        if pattern.endswith("/infer$\"") or "ModelInfer" in pattern:
+        assert not re.search("repository|logging|trace|sharedmemory", pattern, re.IGNORECASE), pattern
+        if pattern.endswith('/infer$"'):  # HTTP inference: only the served models, bounded
+            assert pattern.startswith(f'~ "^/v2/models/({models})') and "limit_except POST" in block
             assert f"client_max_body_size {settings.max_body_bytes};" in block
+        elif "GRPCInferenceService" in pattern:
+            if "ModelInfer" in pattern:
+                assert f"client_max_body_size {settings.max_body_bytes};" in block
+        else:  # HTTP: health and read-only metadata, GET only
+            assert "limit_except GET { deny all; }" in block, pattern
+            assert "/v2/health/" in pattern or pattern.startswith(("= /v2", '~ "^/v2/models')), pattern
+    grpc_methods = set(re.findall(r"\b([A-Z][A-Za-z]+)\b", " ".join(p for p in forwarding if "GRPC" in p)))
+    assert grpc_methods - {"GRPCInferenceService"} == {
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
+        "ModelStatistics", "ModelInfer", "ModelStreamInfer"}
     assert "client_max_body_size 16k;" in config  # everywhere else
