@@ -10,6 +10,7 @@ PRECISION  ?= fp32
 CHECKPOINT ?=
 REPOSITORY ?= model_repository
 HOST       ?= 127.0.0.1
+# defaults of ser_triton.core.contract
 HTTP_PORT  ?= 8000
 GRPC_PORT  ?= 8001
 METRICS_PORT ?= 8002
@@ -40,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m serving.perf_analyzer
+	$(PY) -m ser_triton.serving.perf_analyzer
 	touch $@
 
 # The edge of `make serve` (it bounds and filters every request, and balances over REPLICAS=N):
@@ -57,16 +58,17 @@ balancer:
 	fi
 
 export: setup
-	$(PY) -m export $(MODEL_FLAGS) --target $(TARGET) --precision $(PRECISION) --out $(REPOSITORY) $(EXPORT_ARGS)
+	$(PY) -m ser_triton.export $(MODEL_FLAGS) --target $(TARGET) --precision $(PRECISION) --out $(REPOSITORY) $(EXPORT_ARGS)
 
 steps: setup
-	$(PY) -m export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)
+	$(PY) -m ser_triton.export.refresh --repository $(REPOSITORY) $(STEPS_ARGS)
 
 serve: setup
-	$(PY) -m serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS) $(SERVER_FLAGS)
+	$(PY) -m ser_triton.serving.launcher --repository $(REPOSITORY) $(PORT_FLAGS) $(SERVER_FLAGS)
 
 demo: setup
-	$(PY) -m serving.demo $(MODEL_FLAGS) --repository $(REPOSITORY) $(PORT_FLAGS)
+	$(PY) -m ser_triton.export $(MODEL_FLAGS) --fallback-preset tiny --out $(REPOSITORY)
+	$(PY) -m ser_triton.serving.demo --repository $(REPOSITORY) $(PORT_FLAGS)
 
 evaluate: setup
 	@test -n "$(DATA)" || { echo "make evaluate: give the labelled data: DATA=manifest.csv (path,label[,text]) or DATA=IEMOCAP_full_release" >&2; exit 2; }
@@ -76,7 +78,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m ser_triton.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(REPOSITORY)/*/ $(REPOSITORY)/export_report.json bench/work

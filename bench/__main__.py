@@ -1,14 +1,14 @@
 """`make bench`: the served `ser` ensemble against the PyTorch pipeline, on the same utterances.
 
-    python -m bench                    # full run: 40 utterances, every precision variant, writes bench/results/
-    python -m bench --quick            # a few minutes (once the exports exist): 12 utterances
-    python -m bench --preset tiny --quick --out /tmp/results --work /tmp/work     # what the test runs
+    python -m ser_triton.bench                    # full run: 40 utterances, every precision variant, writes bench/results/
+    python -m ser_triton.bench --quick            # a few minutes (once the exports exist): 12 utterances
+    python -m ser_triton.bench --preset tiny --quick --out /tmp/results --work /tmp/work     # what the test runs
 
 1. workload: seeded utterances with IEMOCAP-like lengths (bench/workload.py), cached;
 2. PyTorch: model.reference.ResearchPipeline one utterance at a time, 2 threads, in each variant this
    CPU supports (bench/baseline.py: eager fp32, bf16 autocast, torch.compile, PyTorch int8);
 3. for each served variant (export.precision: fp32, int8, int8-static, bf16 where the CPU has it,
-   auto): `python -m export --precision X`, calibrated and judged on the workload, into the work
+   auto): `python -m ser_triton.export --precision X`, calibrated and judged on the workload, into the work
    folder (reused while the export code and arguments are unchanged), the bundled tritonserver on
    free loopback ports, perf_analyzer at each concurrency over gRPC, the client library end to end
    (whose answers give the variant's drift from fp32), and the server's peak memory;
@@ -30,13 +30,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import ceilings, report, served
-from bench import drift as drift_of
-from bench.baseline import BASELINE_VARIANT, PYTORCH_VARIANTS, unavailable
-from bench.workload import WORK, load_or_make
-from export.cpu_features import cpu_flags, has_bf16, isa
-from export.precision import PRECISIONS
-from serving import perf_analyzer
+from ser_triton.bench import ceilings, report, served
+from ser_triton.bench import drift as drift_of
+from ser_triton.bench.baseline import BASELINE_VARIANT, PYTORCH_VARIANTS, unavailable
+from ser_triton.bench.workload import WORK, load_or_make
+from ser_triton.export.cpu_features import cpu_flags, has_bf16, isa
+from ser_triton.export.precision import PRECISIONS
+from ser_triton.serving import perf_analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,7 +57,7 @@ log = logging.getLogger("bench")
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer utterances, one round per level")
     parser.add_argument("--preset", choices=("full-random", "tiny"), default="full-random",
@@ -75,7 +75,7 @@ def parse_args(argv):
                         help="perf_analyzer requests per level, in rounds of the workload (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-args", default=EXPORT_ARGS,
-                        help=f"extra `python -m export` arguments, quoted (default: {EXPORT_ARGS!r})")
+                        help=f"extra `python -m ser_triton.export` arguments, quoted (default: {EXPORT_ARGS!r})")
     parser.add_argument("--reuse-export", action="store_true",
                         help="use existing exports even if the export code changed since")
     parser.add_argument("--re-export", action="store_true", help="export again even if an export is current")
@@ -116,11 +116,11 @@ def _fingerprint(command: list[str]) -> str:
 def ensure_export(variant: str, args, workload, progress) -> dict:
     """The variant's model repository, exported unless a current one is there; its export report.
 
-    The export runs as `python -m export`, in a process of its own, so that the peak memory its
+    The export runs as `python -m ser_triton.export`, in a process of its own, so that the peak memory its
     report gives is the export's alone, as a user running `make export` sees it."""
     suffix = "" if args.preset == "full-random" else f"-{args.preset}"
     repository = args.work / f"repo_{variant}{suffix}"
-    command = [sys.executable, "-m", "export", "--preset", args.preset, "--out", str(repository),
+    command = [sys.executable, "-m", "ser_triton.export", "--preset", args.preset, "--out", str(repository),
                "--precision", variant, *args.export_args.split()]
     if variant != "fp32":  # calibrated and judged on the whole workload
         command += ["--calibration-audio", str(workload.directory)]
@@ -150,9 +150,9 @@ def ensure_export(variant: str, args, workload, progress) -> dict:
 
 
 def deployment_of(repository: Path) -> dict:
-    from export.repository import read_config
-    from export.specs import ACOUSTIC_ENCODER
-    from serving.steps.parameters import INTRA_OP_THREADS
+    from ser_triton.export.repository import read_config
+    from ser_triton.core.specs import ACOUSTIC_ENCODER
+    from ser_triton.serving.steps.parameters import INTRA_OP_THREADS
 
     config = read_config(repository / ACOUSTIC_ENCODER / "config.pbtxt")
     return {
@@ -207,7 +207,7 @@ def run_pytorch(variant: str, args, workload_root: Path) -> dict:
     """One PyTorch variant over the workload, in a process of its own (bench/baseline.py)."""
     out = args.work / f"pytorch-{variant}-{args.preset}-n{args.utterances}.json"
     if not (args.skip_baseline and out.is_file()):
-        command = [sys.executable, "-m", "bench.baseline", "--utterances", str(args.utterances), "--seed",
+        command = [sys.executable, "-m", "ser_triton.bench.baseline", "--utterances", str(args.utterances), "--seed",
                    str(args.seed), "--workload-root", str(workload_root), "--preset", args.preset,
                    "--variant", variant, "--out", str(out)]
         if args.no_progress:
@@ -221,13 +221,13 @@ def run_pytorch(variant: str, args, workload_root: Path) -> dict:
         if problem:
             if variant == BASELINE_VARIANT:
                 raise SystemExit(f"bench: the PyTorch baseline {problem}")
-            return {"failed": f"python -m bench.baseline --variant {variant} {problem}"}
+            return {"failed": f"python -m ser_triton.bench.baseline --variant {variant} {problem}"}
     return json.loads(out.read_text())
 
 
 def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
-    from serving.ports import free_port
-    from serving.supervisor import TritonServer
+    from ser_triton.serving.ports import free_port
+    from ser_triton.serving.supervisor import TritonServer
 
     directory = args.work / "runs" / f"{variant}-{args.preset}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
     started = time.perf_counter()
     with server:
         ready_seconds = time.perf_counter() - started
-        from client.library import SERClient
+        from ser_triton.client.library import SERClient
 
         served.warm_up(SERClient(server.grpc_url), workload)
         levels = served.measure_perf_analyzer(server, analyzer, workload, args.concurrency,

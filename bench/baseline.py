@@ -1,6 +1,6 @@
 """The baseline: the PyTorch research pipeline, one utterance at a time, as its users would run it.
 
-    python -m bench.baseline --utterances 40 --workload-root bench/work/workload --variant eager-fp32 --out b.json
+    python -m ser_triton.bench.baseline --utterances 40 --workload-root bench/work/workload --variant eager-fp32 --out b.json
 
 Variants (PYTORCH_VARIANTS): the research code as it is (eager fp32), and what a user tuning it on
 a CPU would turn on: bf16 autocast (only on CPUs with AMX or AVX512-BF16: elsewhere bf16 is
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.stats import rates
-from bench.workload import load_or_make
+from ser_triton.bench.stats import rates
+from ser_triton.bench.workload import load_or_make
 
 PYTORCH_VARIANTS = {
     "eager-fp32": "PyTorch eager, fp32: the research code as it is",
@@ -35,7 +35,7 @@ BASELINE_VARIANT = "eager-fp32"
 
 def unavailable(variant: str, isa: list[str]) -> str | None:
     """Why a variant is not measured on this CPU (None: it is)."""
-    from export.cpu_features import has_bf16
+    from ser_triton.export.cpu_features import has_bf16
 
     if variant == "eager-bf16" and not has_bf16(isa):
         return "no AMX or AVX512-BF16 on this CPU: bf16 would be emulated, slower than fp32"
@@ -60,8 +60,8 @@ def prepare(pipeline, variant: str):
 
 def measure(workload, preset: str, variant: str = BASELINE_VARIANT, threads: int = 2, warmup: int = 1,
             progress: bool = True) -> dict:
-    from model.reference import ResearchPipeline
-    from model.sources import build_components
+    from ser_triton.model.reference import ResearchPipeline
+    from ser_triton.model.sources import build_components
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -101,7 +101,7 @@ def measure(workload, preset: str, variant: str = BASELINE_VARIANT, threads: int
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.bench.baseline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)

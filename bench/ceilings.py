@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from export import specs
+from ser_triton.core import specs
 
 M, K, N = 225, 1024, 4096
 
@@ -54,8 +54,8 @@ def serving_key(variant: dict) -> str:
 
 def gemm_rates(keys: set[str], threads: int = 2, seconds: float = 2.0) -> dict[str, float]:
     """GFLOP/s of the GEMM for each serving key asked for (2 * M * K * N per run)."""
-    from export.quantize import quantize_dynamic_int8, quantize_static_int8
-    from serving.steps.runtime import make_session
+    from ser_triton.export.quantize import quantize_dynamic_int8, quantize_static_int8
+    from ser_triton.serving.steps.runtime import make_session
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((M, K)).astype(np.float32)

@@ -8,8 +8,8 @@ workload (export.precision: each network's outputs against fp32's, on fp32 input
 are export.precision.DRIFT_LIMITS.
 """
 
-from export.drift import answer_drift
-from export.precision import DRIFT_LIMITS
+from ser_triton.export.drift import answer_drift
+from ser_triton.export.precision import DRIFT_LIMITS
 
 
 def records(results) -> list[dict]:

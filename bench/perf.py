@@ -9,8 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from client.contract import AUDIO
-from serving.perf_analyzer import PerfAnalyzer, PerfAnalyzerError
+from ser_triton.core.contract import AUDIO
+from ser_triton.serving.perf_analyzer import PerfAnalyzer, PerfAnalyzerError
 
 
 def run(analyzer: PerfAnalyzer, model: str, url: str, input_data: Path, concurrency: int, request_count: int,

@@ -1,6 +1,6 @@
 """perf_analyzer `--input-data` JSON from your own audio files, for the `ser` ensemble.
 
-    python -m bench.perf_input recordings/ call.flac -o perf_input.json
+    python -m ser_triton.bench.perf_input recordings/ call.flac -o perf_input.json
     perf_analyzer -m ser --input-data perf_input.json --concurrency-range 1:4
 
 `AUDIO` has a variable length, so perf_analyzer cannot make up its inputs: each file (any format,
@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.audio import AudioError, load_audio
-from client.contract import AUDIO, SAMPLE_RATE
-from client.infer import expand
-from client.result import segment_bounds
+from ser_triton.core.audio import segmented_files
+from ser_triton.core.contract import AUDIO, SAMPLE_RATE
 
 
 def perf_entry(audio: np.ndarray) -> dict:
@@ -30,22 +28,15 @@ def perf_entry(audio: np.ndarray) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.perf_input", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.bench.perf_input", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="audio files or directories")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
     failures: list[str] = []
-    entries, seconds = [], 0.0
-    for path in expand(args.paths, failures):
-        try:
-            audio = load_audio(path)
-        except AudioError as error:
-            failures.append(f"{path}: {error}")
-            continue
-        for start, end in segment_bounds(audio.size):
-            entries.append(perf_entry(audio[start:end]))
-        seconds += audio.size / SAMPLE_RATE
+    segments = [segment for _, cut in segmented_files(args.paths, failures) for segment in cut]
+    entries = [perf_entry(segment) for segment in segments]
+    seconds = sum(segment.size for segment in segments) / SAMPLE_RATE
     for line in failures:
         print(line, file=sys.stderr)
     if not entries:

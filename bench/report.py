@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from export.cpu_features import has_vnni, isa
+from ser_triton.export.cpu_features import has_vnni, isa
 
 BASELINE = "pytorch"
 
@@ -237,6 +237,6 @@ def write(summary: dict, directory: Path) -> dict:
     return paths
 
 
-if __name__ == "__main__":  # re-render from a summary.json: python -m bench.report bench/results
+if __name__ == "__main__":  # re-render from a summary.json: python -m ser_triton.bench.report bench/results
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
     write(json.loads((target / "summary.json").read_text()), target)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import perf
-from bench.stats import rates
-from client.contract import ENSEMBLE, SAMPLE_RATE
+from ser_triton.bench import perf
+from ser_triton.bench.stats import rates
+from ser_triton.core.contract import ENSEMBLE, SAMPLE_RATE
 
 
 def server_memory(server) -> dict:
@@ -24,9 +24,9 @@ def server_memory(server) -> dict:
     The total adds each process's own peak, so it bounds the true simultaneous peak from above
     (peaks at model load and under load need not coincide; shared pages count in each).
     """
-    from export import specs
-    from export.network_files import size
-    from export.repository import network_file
+    from ser_triton.core import specs
+    from ser_triton.export.network_files import size
+    from ser_triton.export.repository import network_file
 
     processes = server.memory()
     peak = sum(p["peak_rss_mib"] for p in processes.values())
@@ -78,7 +78,7 @@ def _round_up(count: int, multiple: int) -> int:
 def measure_client(server, workload, concurrencies, progress: bool = True, protocol: str = "grpc") -> tuple[dict, list]:
     """The client library end to end: files in, Results out, `concurrency` requests in flight.
     Returns the figures per concurrency and the answers (Results, in workload order) of the last."""
-    from client.library import SERClient
+    from ser_triton.client.library import SERClient
 
     results = {}
     seconds = {str(u.path): u.seconds for u in workload.utterances}

@@ -9,7 +9,7 @@ tail. The lengths here are evenly spaced quantiles of a log-normal (median 3.75 
 clipped to [1, 15] s, shuffled with the seed, so even a small workload keeps the spread and mean.
 Speech comes from espeak-ng (several English voices, rates and pitches), sentences concatenated
 with short pauses, trimmed to the target length, resampled to 16 kHz with soxr. Where espeak-ng
-is not installed, the espeak-ng sentences recorded in the repository (tests/data, samples/) are
+is not installed, the espeak-ng sentences recorded in the package (ser_triton.samples) are
 used instead, each at a random speed; the manifest and the summary say which source made it.
 """
 
@@ -27,12 +27,12 @@ import numpy as np
 import soundfile
 import soxr
 
-from bench.perf_input import perf_entry
-from client.contract import SAMPLE_RATE
+from ser_triton import samples
+from ser_triton.bench.perf_input import perf_entry
+from ser_triton.core.contract import SAMPLE_RATE
 
 WORK = Path(__file__).resolve().parent / "work"
-REPO = Path(__file__).resolve().parent.parent
-RECORDED = tuple(sorted((REPO / "tests" / "data").glob("sentence*.flac"))) + (REPO / "samples" / "speech.wav",)
+RECORDED = samples.recorded()
 MIN_SECONDS, MAX_SECONDS = 1.0, 15.0
 MEDIAN_SECONDS, SIGMA = 3.75, 0.62
 VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+f2", "en-us+m3")
@@ -131,7 +131,7 @@ def espeak(text: str, voice: str, rate: int, pitch: int, directory: Path) -> np.
 
 def recorded(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """One of the repository's recorded sentences, 16 kHz, at a random speed (0.85-1.15x)."""
-    from client.audio import load_audio
+    from ser_triton.core.audio import load_audio
 
     path = RECORDED[rng.integers(len(RECORDED))]
     speed = float(rng.uniform(0.85, 1.15))

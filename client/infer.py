@@ -14,34 +14,22 @@ import io
 import json
 import os
 import sys
-from pathlib import Path
 
-if not __package__:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import soundfile
+    from tqdm import tqdm
 
-import soundfile
-from tqdm import tqdm
-
-from client import access
-from client.contract import CLIENT_WINDOW_SECONDS, LABELS
-from client.library import DEFAULT_URLS, ClientError, SERClient
-
-AUDIO_EXTENSIONS = frozenset(
-    {name.lower() for name in soundfile.available_formats()} - {"raw"}
-    | {"aif", "aifc", "oga", "opus", "snd", "sph"}
-)
-"""Suffixes looked for inside directories: libsndfile's formats and their usual aliases."""
-
-
-def positive(kind):
-    """An argparse type: `kind` of the text, refused unless above zero."""
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        return value
-    return parse
-
+    from ser_triton.client import access
+    from ser_triton.client.library import DEFAULT_URLS, ClientError, SERClient
+    from ser_triton.client.table import Table
+    from ser_triton.core.audio import find_audio_files
+    from ser_triton.core.cli import positive
+    from ser_triton.core.contract import CLIENT_WINDOW_SECONDS
+except ModuleNotFoundError as missing:  # run as a script from a checkout where nothing is installed
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"client/infer.py: {missing.name} is not installed: run `pip install .` (or `make setup`) "
+             "in the repository first")
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="ser-infer", description=__doc__,
@@ -70,21 +58,6 @@ def parse_args(argv):
     return args
 
 
-def expand(paths, failures: list) -> list[str]:
-    """Files as given, directories replaced by the audio files under them (sorted)."""
-    files = []
-    for path in paths:
-        if not Path(path).is_dir():
-            files.append(path)
-            continue
-        found = sorted(str(p) for p in Path(path).rglob("*")
-                       if p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS and p.is_file())
-        if not found:
-            failures.append(f"{path}: no audio files in this directory")
-        files.extend(found)
-    return files
-
-
 def read_stdin(failures: list) -> tuple[list, list[str]]:
     """(sources, names): stdin itself when it holds audio, else the files it lists one per line."""
     data = sys.stdin.buffer.read()
@@ -103,7 +76,7 @@ def read_stdin(failures: list) -> tuple[list, list[str]]:
     if "\0" in text:
         failures.append("-: stdin is neither readable audio nor a list of files")
         return [], []
-    files = expand([line.strip() for line in text.splitlines() if line.strip()], failures)
+    files = find_audio_files([line.strip() for line in text.splitlines() if line.strip()], failures)
     return files, files
 
 
@@ -114,36 +87,12 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class Table:
-    """Aligned rows, written as results arrive; column widths come from the names known upfront."""
-
-    def __init__(self, names):
-        self.started = False
-        self.file_width = max([len("file"), *map(len, names)])
-        self.label_width = max(len("emotion"), *map(len, LABELS))
-        self.score_widths = [max(5, len(label)) for label in LABELS]
-
-    def header(self) -> str:
-        scores = "  ".join(f"{label:>{width}}" for label, width in zip(LABELS, self.score_widths))
-        return f"{'file':<{self.file_width}}  {'emotion':<{self.label_width}}  {scores}  transcript"
-
-    def row(self, result) -> str:
-        """The result's row, after the header when it is the first."""
-        scores = "  ".join(f"{result.probabilities[label]:>{width}.3f}"
-                           for label, width in zip(LABELS, self.score_widths))
-        row = f"{result.file:<{self.file_width}}  {result.label:<{self.label_width}}  {scores}  {result.transcript}"
-        if self.started:
-            return row
-        self.started = True
-        return f"{self.header()}\n{row}"
-
-
 def run(args) -> int:
     failures: list[str] = []
     if args.paths == ["-"]:
         sources, names = read_stdin(failures)
     else:
-        sources = expand(args.paths, failures)
+        sources = find_audio_files(args.paths, failures)
         names = sources
     for line in failures:
         print(line, file=sys.stderr)

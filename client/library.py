@@ -13,11 +13,12 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from client.audio import load_audio, prepare
-from client.contract import AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, LABELS, PROBABILITIES, TRANSCRIPT
-from client.result import Result, combine, make_segment, segment_bounds
+from ser_triton.core.audio import load_audio, prepare
+from ser_triton.core.contract import (AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, GRPC_PORT, HTTP_PORT, LABELS,
+                                      PROBABILITIES, TRANSCRIPT)
+from ser_triton.core.result import Result, combine, make_segment, segment_bounds
 
-DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+DEFAULT_URLS = {"grpc": f"127.0.0.1:{GRPC_PORT}", "http": f"127.0.0.1:{HTTP_PORT}"}
 
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503"}
 """Statuses that mean "no server there right now" (gRPC code, HTTP status), worth retrying."""

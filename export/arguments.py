@@ -1,19 +1,7 @@
-"""The deployment flags shared by `python -m export` and `python -m export.refresh` (make steps)."""
+"""The deployment flags shared by `python -m ser_triton.export` and `python -m ser_triton.export.refresh` (make steps)."""
 
-import argparse
-
-from export import repository
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
+from ser_triton.core.cli import positive
+from ser_triton.export import repository
 
 
 def add_deployment_arguments(parser, recorded: bool = False) -> None:
@@ -34,7 +22,7 @@ def add_deployment_arguments(parser, recorded: bool = False) -> None:
     group.add_argument("--padding-slack", dest="padding_slack", type=float, default=default("padding_slack"),
                        help="cpu target: batch requests together only while zero padding adds at most "
                             "this fraction of extra work")
-    group.add_argument("--max-batch-seconds", dest="max_batch_seconds", type=positive_seconds,
+    group.add_argument("--max-batch-seconds", dest="max_batch_seconds", type=positive(float, "seconds"),
                        default=default("max_batch_seconds"),
                        help="cpu target: most padded audio an audio network runs at once (bounds its memory)")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from client.contract import LABELS
-from client.metrics import compare_systems, decisive_label_agreement
-from export import specs
-from export.onnx_export import cases_and_batch, pad_batch, run_network, run_onnx, valid_extent
-from serving.steps.text import TranscriptTokenizer
+from ser_triton.core.contract import LABELS
+from ser_triton.evaluation.metrics import compare_systems, decisive_label_agreement
+from ser_triton.core import specs
+from ser_triton.export.onnx_export import cases_and_batch, pad_batch, run_network, run_onnx, valid_extent
+from ser_triton.serving.steps.text import TranscriptTokenizer
 
 LABEL_MARGIN = 0.1
 """An emotion decision is decisive when fp32's top probability leads the second by this much."""

@@ -1,4 +1,4 @@
-"""The export's errors: each message says what went wrong and what to do; `python -m export`
+"""The export's errors: each message says what went wrong and what to do; `python -m ser_triton.export`
 prints it as one line. Errors of building the model itself come from model.errors."""
 
 

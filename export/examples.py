@@ -7,8 +7,8 @@ token ids, ones for masks, Gaussian features, and for a length the extent of the
 
 import numpy as np
 
-from client.contract import SAMPLE_RATE
-from export.specs import FRAMES, SAMPLES, TOKENS, ModelSpec, Sizes, TensorSpec
+from ser_triton.core.contract import SAMPLE_RATE
+from ser_triton.core.specs import FRAMES, SAMPLES, TOKENS, ModelSpec, Sizes, TensorSpec
 
 PARITY_EXTENTS = (
     {SAMPLES: int(0.6 * SAMPLE_RATE), FRAMES: 30, TOKENS: 2},

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export import specs
-from export.network_files import size as onnx_bytes
-from export.errors import ExportError, ParityError
-from export.examples import example_inputs
-from serving.steps.batching import pad_and_stack, valid_lengths
-from serving.steps.runtime import make_session
+from ser_triton.core import specs
+from ser_triton.export.network_files import size as onnx_bytes
+from ser_triton.export.errors import ExportError, ParityError
+from ser_triton.export.examples import example_inputs
+from ser_triton.serving.steps.batching import pad_and_stack, valid_lengths
+from ser_triton.serving.steps.runtime import make_session
 
 OPSET = 17
 TOLERANCE = 1e-4

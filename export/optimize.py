@@ -13,11 +13,13 @@ from pathlib import Path
 
 import onnx
 
-from export import network_files, specs
-from export.drift import network_drift
-from export.errors import ParityError
-from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
-from model.glossary import ACOUSTIC_ENCODER, ASR
+from ser_triton.export import network_files
+
+from ser_triton.core import specs
+from ser_triton.export.drift import network_drift
+from ser_triton.export.errors import ParityError
+from ser_triton.export.graph_rewrites import conv_to_matmul, time_sums_to_matmul
+from ser_triton.core.glossary import ACOUSTIC_ENCODER, ASR
 
 log = logging.getLogger(__name__)
 

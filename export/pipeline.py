@@ -1,6 +1,6 @@
 """The export as an API: options in, a verified Triton model repository and its report out.
 
-    from export.pipeline import ExportOptions, export
+    from ser_triton.export.pipeline import ExportOptions, export
     report = export(ExportOptions(out=Path("model_repository"), preset="tiny"))
 
 Per network (model.glossary order): build it, export it to ONNX, free it, check the file against
@@ -22,17 +22,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from client.contract import ENSEMBLE
-from export import calibration, precision, repository, specs
-from export.cpu_features import cpu_flags, isa
-from export.errors import ExportError, ModelUnavailable
-from export.examples import example_inputs
-from export.onnx_export import TOLERANCE, export_and_check
-from export.optimize import optimize_network
-from model.errors import ModelError
-from model.networks import served_network
-from model.sources import BERT_MAX_TOKENS, ModelBuilder, ModelSources, warn_if_untrained
-from serving.steps.runtime import give_back_freed_memory
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.export import calibration, precision, repository
+from ser_triton.core import specs
+from ser_triton.export.cpu_features import cpu_flags, isa
+from ser_triton.export.errors import ExportError, ModelUnavailable
+from ser_triton.export.examples import example_inputs
+from ser_triton.export.onnx_export import TOLERANCE, export_and_check
+from ser_triton.export.optimize import optimize_network
+from ser_triton.model.errors import ModelError
+from ser_triton.model.networks import served_network
+from ser_triton.model.sources import BERT_MAX_TOKENS, ModelBuilder, ModelSources, warn_if_untrained
+from ser_triton.serving.steps.runtime import give_back_freed_memory
 
 log = logging.getLogger("export")
 REPORT_FILE = "export_report.json"
@@ -133,7 +134,7 @@ def export(options: ExportOptions, components=None) -> dict:
     if cpu:
         report["optimization"]["seconds"] = round(time.perf_counter() - started, 1)
     if deployment.target == "tensorrt":
-        from export.tensorrt import build_plans
+        from ser_triton.export.tensorrt import build_plans
 
         build_plans(out, all_specs, deployment)
     repository.write_repository(out, all_specs, deployment)

@@ -10,12 +10,14 @@ choice is recorded with its evidence (time, drift, limits) in export_report.json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export import network_files, specs
-from export.cpu_features import has_bf16, has_vnni
-from export.drift import batch_dependence, chain_drift, output_cosine, run_chain, time_network
-from export.quantize import quantize_dynamic_int8, quantize_static_int8
-from export.repository import model_directory, network_file
-from serving.steps.runtime import make_session
+from ser_triton.export import network_files
+
+from ser_triton.core import specs
+from ser_triton.export.cpu_features import has_bf16, has_vnni
+from ser_triton.export.drift import batch_dependence, chain_drift, output_cosine, run_chain, time_network
+from ser_triton.export.quantize import quantize_dynamic_int8, quantize_static_int8
+from ser_triton.export.repository import model_directory, network_file
+from ser_triton.serving.steps.runtime import make_session
 
 PRECISIONS = ("fp32", "int8", "int8-static", "bf16", "auto")
 """fp32; int8 (dynamic quantization); int8-static (calibrated); bf16 (OpenVINO, for CPUs with AMX

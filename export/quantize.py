@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from export import network_files
-from export.graph_rewrites import unshare_weights
+from ser_triton.export import network_files
+from ser_triton.export.graph_rewrites import unshare_weights
 
 KEEP_FP32 = {
     "front_end": lambda name: "as_matmul" in name and "/ReduceSum" not in name or "feature_projection" in name,

@@ -1,6 +1,6 @@
 """`make steps`: rewrite the configs and Python steps of an existing repository, keeping its networks.
 
-    python -m export.refresh --repository model_repository
+    python -m ser_triton.export.refresh --repository model_repository
 
 After editing serving/steps/ or export/specs.py (or the deployment knobs), this takes seconds
 instead of a full re-export: the sizes and deployment recorded in export_report.json give the
@@ -13,9 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from export import repository, specs
-from export.arguments import DEPLOYMENT_KNOBS, add_deployment_arguments
-from export.pipeline import REPORT_FILE, write_report
+from ser_triton.export import repository
+
+from ser_triton.core import specs
+from ser_triton.export.arguments import DEPLOYMENT_KNOBS, add_deployment_arguments
+from ser_triton.export.pipeline import REPORT_FILE, write_report
 
 
 class RefreshError(RuntimeError):
@@ -43,7 +45,7 @@ def refresh(root: Path, **deployment_changes) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.refresh", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.export.refresh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     add_deployment_arguments(parser, recorded=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from client import contract
-from export import specs
-from serving.steps import parameters as keys
-from serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
+from ser_triton.core import contract
+from ser_triton.core import specs
+from ser_triton.serving.steps import parameters as keys
+from ser_triton.serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
 
 TARGETS = ("cpu", "onnxruntime", "tensorrt")
 STEPS_PACKAGE = Path(__file__).resolve().parent.parent / "serving" / "steps"

@@ -11,11 +11,11 @@ whose server runs them.
 import logging
 from pathlib import Path
 
-from client.contract import MIN_SAMPLES, SAMPLE_RATE
-from export import specs
-from export.errors import ExportError, TensorRTUnavailable
-from export.repository import ONNX_FILE, PLAN_FILE, Deployment, model_directory
-from model.sources import BERT_MAX_TOKENS
+from ser_triton.core.contract import MIN_SAMPLES, SAMPLE_RATE
+from ser_triton.core import specs
+from ser_triton.export.errors import ExportError, TensorRTUnavailable
+from ser_triton.export.repository import ONNX_FILE, PLAN_FILE, Deployment, model_directory
+from ser_triton.model.sources import BERT_MAX_TOKENS
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_FRAME = 320  # the wav2vec2/HuBERT convolutional front end's total stride
@@ -49,7 +49,7 @@ def build_plan(onnx_path: Path, plan_path: Path, spec: specs.ModelSpec, deployme
     except ImportError:
         raise TensorRTUnavailable(
             "TensorRT is not installed here: build the plans on the GPU machine, inside the Triton "
-            "container that will serve them (`python -m export --target tensorrt`)") from None
+            "container that will serve them (`python -m ser_triton.export --target tensorrt`)") from None
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)

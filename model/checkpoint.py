@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from model.errors import CheckpointError
-from model.glossary import NETWORKS
+from ser_triton.model.errors import CheckpointError
+from ser_triton.core.glossary import NETWORKS
 
 TRAINED = tuple(network for network in NETWORKS if network.checkpoint_prefixes)
 """The networks a research checkpoint holds (wav2vec2, the ASR, is not fine-tuned there)."""

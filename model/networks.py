@@ -15,8 +15,8 @@ tensors by these names, never by position.
 import torch
 from torch import nn
 
-from model import glossary
-from model.fusion import sequence_mask
+from ser_triton.core import glossary
+from ser_triton.model.fusion import sequence_mask
 
 NORM_EPS = 1e-7
 """Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon."""

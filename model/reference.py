@@ -3,7 +3,7 @@
 ASR (wav2vec2 CTC, greedy) -> transcript -> BertTokenizer -> BERT; HuBERT on the same audio;
 the fusion head without masks. This is the ground truth the served ensemble is checked against:
 
-    python -m model.reference speech.wav --preset tiny --json
+    python -m ser_triton.model.reference speech.wav --preset tiny --json
 """
 
 import argparse
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2FeatureExtractor
 
-from client.audio import AudioError, load_audio
-from client.contract import LABELS, SAMPLE_RATE
-from client.result import Result, combine, make_segment, segment_bounds
-from model.errors import ModelError
-from model.sources import Components, add_model_arguments, components_from_args, warn_if_untrained
+from ser_triton.core.audio import AudioError, load_audio
+from ser_triton.core.contract import LABELS, SAMPLE_RATE
+from ser_triton.core.result import Result, combine, make_segment, segment_bounds
+from ser_triton.model.errors import ModelError
+from ser_triton.model.sources import Components, add_model_arguments, components_from_args, warn_if_untrained
 
 
 class ResearchPipeline:
@@ -63,7 +63,7 @@ class ResearchPipeline:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.reference", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.model.reference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="audio files")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     try:
         pipeline = ResearchPipeline(components_from_args(args))
     except ModelError as error:
-        print(f"python -m model.reference: {error}", file=sys.stderr)
+        print(f"python -m ser_triton.model.reference: {error}", file=sys.stderr)
         return 1
     warn_if_untrained(pipeline.c)
     failed = 0

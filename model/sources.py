@@ -24,10 +24,10 @@ from transformers import (
     Wav2Vec2ForCTC,
 )
 
-from client.contract import LABELS
-from model.errors import SourceError
-from model.fusion import FusionHead
-from model.glossary import ACOUSTIC_ENCODER, ASR, BY_NAME, FUSION_HEAD, NETWORKS, TEXT_ENCODER
+from ser_triton.core.contract import LABELS
+from ser_triton.model.errors import SourceError
+from ser_triton.model.fusion import FusionHead
+from ser_triton.core.glossary import ACOUSTIC_ENCODER, ASR, BY_NAME, FUSION_HEAD, NETWORKS, TEXT_ENCODER
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class ModelBuilder:
             config._attn_implementation = "eager"
         self.head_trained = self.checkpoint is not None
         if self.checkpoint is not None:
-            from model.checkpoint import check_checkpoint, load_checkpoint
+            from ser_triton.model.checkpoint import check_checkpoint, load_checkpoint
 
             with torch.device("meta"):  # shapes only: no memory, no initialisation
                 shapes = {network.name: self._architecture(network.name) for network in NETWORKS}
@@ -196,7 +196,7 @@ class ModelBuilder:
         else:
             module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name))
         if self.checkpoint is not None:
-            from model.checkpoint import load_checkpoint, load_network_weights
+            from ser_triton.model.checkpoint import load_checkpoint, load_network_weights
 
             load_network_weights(module, name, load_checkpoint(self.checkpoint))
         return module.eval()
@@ -238,7 +238,7 @@ def warn_if_untrained(components: Components) -> None:
 
 
 def add_model_arguments(parser) -> None:
-    """The model-choosing flags shared by `python -m export` and `python -m model.reference`."""
+    """The model-choosing flags shared by `python -m ser_triton.export` and `python -m ser_triton.model.reference`."""
     group = parser.add_argument_group("model")
     group.add_argument("--preset", choices=PRESETS, default="pretrained",
                        help="pretrained: hub ids or local directories (default); tiny: small random "

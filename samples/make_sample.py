@@ -13,8 +13,8 @@ if not __package__:
 
 import soundfile
 
-from client.audio import load_audio
-from client.contract import SAMPLE_RATE
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import SAMPLE_RATE
 
 SENTENCE = "I can't believe we finally won the championship today!"
 OUTPUT = Path(__file__).with_name("speech.wav")

@@ -7,7 +7,7 @@ only requests that carry the admin key in the `ADMIN_HEADER` header; inference, 
 metadata stay open. The key is made anew at each start (or read from a file: a Kubernetes Secret)
 and never printed; only the process that started the server (the launcher's watchdog) uses it.
 
-    python -m serving.admin tritonserver --model-repository=/models ...
+    python -m ser_triton.serving.admin tritonserver --model-repository=/models ...
 
 runs that command with the restricting flags added and the key from $SER_ADMIN_KEY_FILE (or a
 new one), for images whose entrypoint is tritonserver itself (the GPU image, KServe).
@@ -82,7 +82,7 @@ def headers(key: str) -> dict[str, str]:
 def main(argv=None) -> int:
     command = list(sys.argv[1:] if argv is None else argv)
     if not command:
-        print("usage: python -m serving.admin tritonserver [FLAG ...]  (key from $SER_ADMIN_KEY_FILE, else a new one)",
+        print("usage: python -m ser_triton.serving.admin tritonserver [FLAG ...]  (key from $SER_ADMIN_KEY_FILE, else a new one)",
               file=sys.stderr)
         return 2
     program = shutil.which(command[0])

@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from serving import admin, bundled
-from serving.perf_analyzer import PerfAnalyzerError, install
+from ser_triton.serving import admin, bundled
+from ser_triton.serving.perf_analyzer import PerfAnalyzerError, install
 
 BACKENDS_HOME = Path(sys.prefix) / "lib" / "ser-triton" / "backends"
 

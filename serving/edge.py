@@ -2,7 +2,7 @@
 
 `make serve` puts it in front of one server or of N replicas (serving.replicas), on the usual
 ports, while the servers listen on loopback ports of their own; the Kubernetes edge runs the same
-config (`python -m serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
+config (`python -m ser_triton.serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
 - only health, read-only metadata (model configs and statistics too: perf_analyzer reads them)
   and inference of the served models pass (HTTP paths, gRPC methods); the model-repository,
   logging, trace and shared-memory APIs are refused here (and the servers refuse them too
@@ -31,9 +31,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.contract import ENSEMBLE, MAX_SECONDS, SAMPLE_RATE
-from serving import admin, lifetime, processes, server_log
-from serving.supervisor import ServerError, check_ports_free, wait_until_ready
+from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, SAMPLE_RATE
+from ser_triton.serving import admin, lifetime, processes, server_log
+from ser_triton.serving.supervisor import ServerError, check_ports_free, wait_until_ready
 
 TEMPLATE = Path(__file__).with_name("edge.conf.template")
 
@@ -67,8 +67,8 @@ def served_audio_seconds(repository: Path) -> float:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from export.specs import AUDIO_INPUT
-    from serving.steps.parameters import MAX_AUDIO_SECONDS
+    from ser_triton.core.specs import AUDIO_INPUT
+    from ser_triton.serving.steps.parameters import MAX_AUDIO_SECONDS
 
     config_path = Path(repository) / AUDIO_INPUT / "config.pbtxt"
     try:
@@ -277,11 +277,11 @@ def _upstream(text: str) -> Upstream:
 
 def parse_arguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.edge", description="Run the edge (nginx, in the foreground) in front of Triton "
+        prog="python -m ser_triton.serving.edge", description="Run the edge (nginx, in the foreground) in front of Triton "
         "servers: the Kubernetes edge's entrypoint. `make serve` starts the same edge by itself.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all: a container)")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=HTTP_PORT)
+    parser.add_argument("--grpc-port", type=int, default=GRPC_PORT)
     parser.add_argument("--upstream", type=_upstream, action="append", required=True, metavar="HOST@HTTP,GRPC",
                         help="a Triton server (or a Service in front of several): ser-triton@8000,8001; repeat for more")
     parser.add_argument("--max-audio-seconds", type=float, default=MAX_SECONDS,

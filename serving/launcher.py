@@ -1,8 +1,8 @@
 """`make serve`: the real Triton server that ships in the `nvidia-pytriton` wheel, behind its edge, on loopback.
 
-    python -m serving.launcher --repository model_repository
-    python -m serving.launcher --replicas 2     # 2 servers behind the edge, same ports
-    python -m serving.launcher --host 0.0.0.0 --client-keys keys.txt --tls-certificate c.pem --tls-key k.pem
+    python -m ser_triton.serving.launcher --repository model_repository
+    python -m ser_triton.serving.launcher --replicas 2     # 2 servers behind the edge, same ports
+    python -m ser_triton.serving.launcher --host 0.0.0.0 --client-keys keys.txt --tls-certificate c.pem --tls-key k.pem
 
 Clients reach the servers only through the edge (serving/edge.py: NGINX on the HTTP and gRPC
 ports), which passes inference, health and metadata of the ensemble, bounds every request by the
@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from client.contract import ENSEMBLE
-from serving import admin
-from serving.edge import EdgeSettings
-from serving.replicas import ReplicaSet
-from serving.server_log import STDOUT, name
-from serving.supervisor import ServerError, TritonServer, remove_orphaned_shared_memory
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.serving import admin
+from ser_triton.serving.edge import EdgeSettings
+from ser_triton.serving.replicas import ReplicaSet
+from ser_triton.serving.server_log import STDOUT, name
+from ser_triton.serving.supervisor import ServerError, TritonServer, remove_orphaned_shared_memory
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -53,7 +53,7 @@ def ready_message(service: ReplicaSet) -> str:
 
 
 def parse_arguments(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serving.launcher", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.serving.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--host", default=TritonServer.host, help="address to bind (default loopback only)")

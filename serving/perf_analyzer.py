@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.bundled import wheel_libraries
+from ser_triton.serving.bundled import wheel_libraries
 
 TRITONCLIENT_VERSION = "2.51.0"
 NEEDED_LIBRARIES = {"libb64.so.0d": "libb64*.so*", "libcudart.so.12": "libcudart*.so.12*"}
@@ -76,5 +76,5 @@ def install(home: Path = DEFAULT_HOME) -> PerfAnalyzer:
     return analyzer
 
 
-if __name__ == "__main__":  # make setup: python -m serving.perf_analyzer
+if __name__ == "__main__":  # make setup: python -m ser_triton.serving.perf_analyzer
     print(f"perf_analyzer: {install().version()}")

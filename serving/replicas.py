@@ -13,10 +13,10 @@ is left out, and the set goes on while one replica serves.
 import dataclasses
 import sys
 
-from serving import server_log
-from serving.edge import Edge, EdgeSettings, Upstream, served_audio_seconds
-from serving.ports import free_port
-from serving.supervisor import ServerError, TritonServer, check_exported
+from ser_triton.serving import server_log
+from ser_triton.serving.edge import Edge, EdgeSettings, Upstream, served_audio_seconds
+from ser_triton.serving.ports import free_port
+from ser_triton.serving.supervisor import ServerError, TritonServer, check_exported
 
 LOOPBACK = "127.0.0.1"
 

@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.contract import ENSEMBLE
-from serving import admin, bundled, lifetime, processes, server_log
-from serving.ports import port_in_use
+from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, METRICS_PORT
+from ser_triton.serving import admin, bundled, lifetime, processes, server_log
+from ser_triton.serving.ports import port_in_use
 
 SHM_PREFIX = "triton_python_backend_shm_"
 
@@ -97,9 +97,9 @@ def remove_orphaned_shared_memory(min_age: float = 60.0) -> list[Path]:
 class TritonServer:
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    http_port: int = HTTP_PORT
+    grpc_port: int = GRPC_PORT
+    metrics_port: int = METRICS_PORT
     startup_timeout: float = 120.0
     log_path: Path | None = None
     extra_args: list = field(default_factory=list)

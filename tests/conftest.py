@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from model.reference import ResearchPipeline
-from model.sources import build_components
+from ser_triton.model.reference import ResearchPipeline
+from ser_triton.model.sources import build_components
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def export_tiny(out: Path, **options) -> Path:
-    from export.pipeline import ExportOptions, export
+    from ser_triton.export.pipeline import ExportOptions, export
 
     export(ExportOptions(out=out, preset="tiny", **options))
     return out
@@ -33,8 +33,8 @@ def tiny_repository(tmp_path_factory) -> Path:
 
 
 def start_server(repository: Path, **kwargs):
-    from serving.ports import free_port
-    from serving.supervisor import TritonServer
+    from ser_triton.serving.ports import free_port
+    from ser_triton.serving.supervisor import TritonServer
 
     ports = dict(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     return TritonServer(repository, **{**ports, **kwargs})

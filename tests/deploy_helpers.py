@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.bundled import wheel_root
-from serving.supervisor import TritonServer
+from ser_triton.serving.bundled import wheel_root
+from ser_triton.serving.supervisor import TritonServer
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"

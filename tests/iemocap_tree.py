@@ -11,10 +11,10 @@ from pathlib import Path
 
 import soundfile
 
-from client.audio import load_audio
-from client.contract import SAMPLE_RATE
+from ser_triton import samples
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import SAMPLE_RATE
 
-DATA = Path(__file__).resolve().parent / "data"
 
 # dialog -> [(utterance id, category, transcript or None, has a wav file)]
 DIALOGS = {
@@ -50,7 +50,7 @@ def _summary_block(start: float, utterance_id: str, code: str) -> str:
 def build(root: Path) -> Path:
     """Write the tree under root/IEMOCAP_full_release and return that folder."""
     release = root / "IEMOCAP_full_release"
-    sentences = sorted(DATA.glob("sentence*.flac"))
+    sentences = list(samples.sentences())
     count = 0
     for dialog, turns in DIALOGS.items():
         session = release / f"Session{int(dialog[3:5])}"

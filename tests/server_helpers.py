@@ -14,9 +14,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from client import contract
-from serving.ports import free_port
-from serving.supervisor import ready
+from ser_triton.core import contract
+from ser_triton.serving.ports import free_port
+from ser_triton.serving.supervisor import ready
 from tests.conftest import REPO_ROOT
 
 MODULES = {"grpc": grpcclient, "http": httpclient}
@@ -124,7 +124,7 @@ def free_ports() -> dict[str, int]:
 
 
 def launcher_command(repository: Path, ports: dict[str, int], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "serving.launcher", "--repository", str(repository), "--timeout", "60",
+    return [sys.executable, "-m", "ser_triton.serving.launcher", "--repository", str(repository), "--timeout", "60",
             *(f"--{name}-port={port}" for name, port in ports.items()), *extra]
 
 

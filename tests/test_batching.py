@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from serving.steps.batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
+from ser_triton.serving.steps.batching import pad_and_stack, padding_groups, row_spans, split_rows, valid_lengths
 
 
 def test_pad_and_stack_then_split_gives_each_request_its_rows():

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from bench.__main__ import main as bench_main
-from bench.workload import load_or_make, target_lengths
-from export.network_files import size
-from export.repository import network_file
-from export.specs import ONNX_NETWORKS
+from ser_triton.bench.__main__ import main as bench_main
+from ser_triton.bench.workload import load_or_make, target_lengths
+from ser_triton.export.network_files import size
+from ser_triton.export.repository import network_file
+from ser_triton.core.specs import ONNX_NETWORKS
 
 pytestmark = pytest.mark.server
 
@@ -34,7 +34,7 @@ def test_workload_is_made_once_and_reused(tmp_path):
 
 
 def test_workload_without_espeak_uses_the_recorded_sentences(tmp_path, monkeypatch):
-    import bench.workload as workload
+    import ser_triton.bench.workload as workload
 
     monkeypatch.setattr(workload, "source", lambda: "recorded (test)")
     monkeypatch.setattr(workload.shutil, "which", lambda name, *args, **kwargs: None)

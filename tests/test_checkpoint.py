@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from model.checkpoint import apply_checkpoint, load_checkpoint, split_state_dict
-from model.errors import CheckpointError
-from model.sources import build_components
+from ser_triton.model.checkpoint import apply_checkpoint, load_checkpoint, split_state_dict
+from ser_triton.model.errors import CheckpointError
+from ser_triton.model.sources import build_components
 
 
 def research_state_dict(components) -> dict:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from client.audio import AudioError, load_audio, prepare
-from client.contract import MIN_SAMPLES, SAMPLE_RATE
+from ser_triton.core.audio import AudioError, load_audio, prepare
+from ser_triton.core.contract import MIN_SAMPLES, SAMPLE_RATE
 
 RATES = [8000, 22050, 44100, 48000]
 FORMATS = [f for f in ("wav", "flac", "ogg", "mp3") if f.upper() in soundfile.available_formats()]

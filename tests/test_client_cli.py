@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from client.contract import SAMPLE_RATE
+from ser_triton.core.contract import SAMPLE_RATE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NO_SERVER = ["--url", "127.0.0.1:1", "--timeout", "2", "--retries", "0"]
@@ -115,7 +115,7 @@ def test_bad_arguments_are_usage_errors(args):
 
 
 def test_main_returns_the_exit_code(tmp_path, capsys):
-    from client.infer import main
+    from ser_triton.client.infer import main
 
     assert main([str(tmp_path / "missing.wav"), *NO_SERVER]) == 1
     assert capsys.readouterr().err == f"{tmp_path / 'missing.wav'}: no such file\n"

@@ -7,11 +7,11 @@ import pytest
 import soundfile
 from tritonclient.utils import InferenceServerException
 
-from client.audio import AudioError
-from client.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT
-from client import library
-from client.library import ClientError, SERClient, ServerUnreachable
-from client.result import combine, make_segment, segment_bounds
+from ser_triton.core.audio import AudioError
+from ser_triton.core.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT
+from ser_triton.client import library
+from ser_triton.client.library import ClientError, SERClient, ServerUnreachable
+from ser_triton.core.result import combine, make_segment, segment_bounds
 
 
 def fake_probabilities(samples: int) -> np.ndarray:

@@ -10,16 +10,17 @@ import pytest
 import soundfile
 import soxr
 
-from client.audio import AudioError, load_audio
-from client.contract import CLIENT_WINDOW_SECONDS, MAX_SECONDS, SAMPLE_RATE
-from client.library import ClientError, SERClient, ServerUnreachable
+from ser_triton import samples
+from ser_triton.core.audio import AudioError, load_audio
+from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, MAX_SECONDS, SAMPLE_RATE
+from ser_triton.client.library import ClientError, SERClient, ServerUnreachable
 from tests.server_helpers import assert_same
 
 pytestmark = pytest.mark.server
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTOCOLS = ["grpc", "http"]
-SENTENCES = sorted((REPO_ROOT / "tests" / "data").glob("sentence*.flac"))
-"""espeak-ng sentences, committed (tests/data/make_sentences.py made them)."""
+SENTENCES = list(samples.sentences())
+"""espeak-ng sentences, committed (samples/make_sentences.py made them)."""
 TONES = [(rate, channels, fmt) for rate in (8000, 22050, 44100, 48000) for channels in (1, 2)
          for fmt in ("wav", "flac", "ogg")]
 

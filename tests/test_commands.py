@@ -1,6 +1,6 @@
 """The commands users type, from .venv/bin as `make setup` installs them: `tritonserver` serving the
 tiny export exactly as in a Triton container, `perf_analyzer` measuring it with inputs made by
-`python -m bench.perf_input` from audio files, and `make steps` refreshing a repository."""
+`python -m ser_triton.bench.perf_input` from audio files, and `make steps` refreshing a repository."""
 
 import filecmp
 import json
@@ -16,10 +16,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from client.contract import ENSEMBLE
-from export import repository, specs
-from export.refresh import main as refresh_main
-from serving.ports import free_port
+from ser_triton import samples
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.export import repository
+from ser_triton.core import specs
+from ser_triton.export.refresh import main as refresh_main
+from ser_triton.serving.ports import free_port
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -36,8 +38,8 @@ def ready(port: int) -> bool:
 @pytest.mark.server
 def test_tritonserver_and_perf_analyzer_commands(tiny_repository, tmp_path):
     perf_input = tmp_path / "perf_input.json"
-    made = subprocess.run([sys.executable, "-m", "bench.perf_input", str(REPO_ROOT / "tests" / "data"),
-                           "-o", str(perf_input)], capture_output=True, text=True, timeout=120)
+    made = subprocess.run([sys.executable, "-m", "ser_triton.bench.perf_input",
+                           *map(str, samples.sentences()), "-o", str(perf_input)], capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     entries = json.loads(perf_input.read_text())["data"]
     assert len(entries) == 4 and all(e["AUDIO"]["shape"][0] > 16000 for e in entries)
@@ -76,7 +78,7 @@ def test_tritonserver_and_perf_analyzer_commands(tiny_repository, tmp_path):
 
 def test_perf_input_reports_unreadable_files(tmp_path):
     (tmp_path / "notes.wav").write_text("not audio")
-    done = subprocess.run([sys.executable, "-m", "bench.perf_input", str(tmp_path / "notes.wav"),
+    done = subprocess.run([sys.executable, "-m", "ser_triton.bench.perf_input", str(tmp_path / "notes.wav"),
                            str(tmp_path / "missing.flac"), "-o", str(tmp_path / "out.json")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "out.json").exists()

@@ -2,9 +2,9 @@
 
 import pytest
 
-from export.cpu_features import cpu_flags, has_bf16, has_vnni, isa
-from export.precision import BF16, candidates, reduce_range
-from export.specs import ACOUSTIC_ENCODER, ASR
+from ser_triton.export.cpu_features import cpu_flags, has_bf16, has_vnni, isa
+from ser_triton.export.precision import BF16, candidates, reduce_range
+from ser_triton.core.specs import ACOUSTIC_ENCODER, ASR
 
 SAPPHIRE_RAPIDS = ("fpu sse2 avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile "
                    "amx_int8 avx_vnni")

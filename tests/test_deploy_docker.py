@@ -21,10 +21,10 @@ from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 
-from client.contract import ENSEMBLE
-from export.repository import STEP_MODULES
-from serving.bundled import wheel_root
-from serving.ports import free_port
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.export.repository import STEP_MODULES
+from ser_triton.serving.bundled import wheel_root
+from ser_triton.serving.ports import free_port
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import DOCKERFILES, READY_PATH, flags, server_ports, tritonserver_flags
 
@@ -180,7 +180,7 @@ def test_cpu_image_command_starts_the_bundled_server(tiny_repository, tmp_path):
     """ENTRYPOINT + CMD of the CPU image, run here: bound to loopback instead of every interface,
     on free ports, reading the tiny export where the image reads /models."""
     entrypoint, command = exec_form("cpu", "ENTRYPOINT"), exec_form("cpu", "CMD")
-    assert entrypoint[entrypoint.index("python"):] == ["python", "-m", "serving.launcher"]
+    assert entrypoint[entrypoint.index("python"):] == ["python", "-m", "ser_triton.serving.launcher"]
     assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from outside the container
     replaced = {"--host": "127.0.0.1", "--repository": str(tiny_repository),
                 "--log-file": str(tmp_path / "tritonserver.log")}
@@ -188,7 +188,7 @@ def test_cpu_image_command_starts_the_bundled_server(tiny_repository, tmp_path):
     ports = {name: free_port() for name in ("http", "grpc", "metrics")}
     for name, port in ports.items():
         arguments += [f"--{name}-port", str(port)]
-    launcher = subprocess.Popen([sys.executable, "-m", "serving.launcher", *arguments], cwd=tmp_path,
+    launcher = subprocess.Popen([sys.executable, "-m", "ser_triton.serving.launcher", *arguments], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

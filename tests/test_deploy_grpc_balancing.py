@@ -5,8 +5,8 @@ the pods behind a headless Service (dns:///ser-triton-headless:8001) on Kubernet
 import numpy as np
 import pytest
 
-from client.contract import SAMPLE_RATE
-from client.library import SERClient
+from ser_triton.core.contract import SAMPLE_RATE
+from ser_triton.client.library import SERClient
 from tests.conftest import start_server
 from tests.server_helpers import ensemble_successes, requests_served, utterance
 

@@ -13,8 +13,8 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from client.contract import ENSEMBLE
-from serving.supervisor import TritonServer
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.serving.supervisor import TritonServer
 from tests.deploy_helpers import (
     DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, find, flags, render, server_ports,
     tritonserver_default_ports, tritonserver_flags,

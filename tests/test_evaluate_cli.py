@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-LABELLED = REPO_ROOT / "tests" / "data" / "labelled.csv"
+LABELLED = REPO_ROOT / "samples" / "labelled.csv"
 NO_SERVER = ["--url", "127.0.0.1:1", "--timeout", "2", "--retries", "0"]
 
 
@@ -98,7 +98,7 @@ def test_a_bad_url_is_one_line():
 
 
 def test_evaluating_without_reference_imports_no_ml_stack():
-    code = ("import sys\nfrom client.evaluate import main\nmain(['tests/data/labelled.csv', '--url', '127.0.0.1:1', "
+    code = ("import sys\nfrom client.evaluate import main\nmain(['samples/labelled.csv', '--url', '127.0.0.1:1', "
             "'--retries', '0'])\nprint(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'export', 'model') "
             "if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

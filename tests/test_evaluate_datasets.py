@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from client.contract import LABELS
-from client.datasets import DataError, load_dataset, normalise_label
+from ser_triton import samples
+from ser_triton.core.contract import LABELS
+from ser_triton.evaluation.datasets import DataError, load_dataset, normalise_label
 from tests import iemocap_tree
 
-SENTENCE = iemocap_tree.DATA / "sentence0.flac"
+SENTENCE = samples.sentences()[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from client.contract import LABELS
-from client.metrics import (
+from ser_triton.core.contract import LABELS
+from ser_triton.evaluation.metrics import (
     classification_scores,
     compare_systems,
     edit_counts,

@@ -12,13 +12,13 @@ import pytest
 import soundfile
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from client.contract import LABELS, SAMPLE_RATE
+from ser_triton.core.contract import LABELS, SAMPLE_RATE
 from tests import iemocap_tree
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.server
 
-DATA = REPO_ROOT / "tests" / "data"
+DATA = REPO_ROOT / "samples"
 SUMMARY_KEYS = {"wa", "ua", "macro_f1", "per_class", "confusion", "wer", "cer", "n_utterances", "n_skipped", "labels"}
 
 

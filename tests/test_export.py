@@ -6,16 +6,17 @@ import onnx
 import pytest
 from transformers import HubertModel, Wav2Vec2ForCTC
 
-from client import contract
-from export import repository, specs
-from export.errors import ExportError, ParityError
-from export.examples import example_inputs
-from export.onnx_export import TOLERANCE, check_network, export_network
-from export.pipeline import REPORT_FILE, ExportOptions, export
-from export.repository import Deployment
-from model.networks import served_network
-from model.sources import ModelSources, build_components, offline_bert_vocab_dir
-from serving.steps.text import TOKENIZER_FILE
+from ser_triton.core import contract
+from ser_triton.export import repository
+from ser_triton.core import specs
+from ser_triton.export.errors import ExportError, ParityError
+from ser_triton.export.examples import example_inputs
+from ser_triton.export.onnx_export import TOLERANCE, check_network, export_network
+from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export
+from ser_triton.export.repository import Deployment
+from ser_triton.model.networks import served_network
+from ser_triton.model.sources import ModelSources, build_components, offline_bert_vocab_dir
+from ser_triton.serving.steps.text import TOKENIZER_FILE
 
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}
 
@@ -116,7 +117,7 @@ def test_export_cli_errors_are_one_line(tmp_path):
 
     from tests.conftest import REPO_ROOT
 
-    done = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--checkpoint", str(tmp_path / "x.pt"),
+    done = subprocess.run([sys.executable, "-m", "ser_triton.export", "--preset", "tiny", "--checkpoint", str(tmp_path / "x.pt"),
                            "--out", str(tmp_path / "repo")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "checkpoint" in done.stderr and "does not exist" in done.stderr
@@ -124,7 +125,7 @@ def test_export_cli_errors_are_one_line(tmp_path):
 
 
 def test_model_flags_are_the_network_names_and_keep_their_old_aliases():
-    from export.__main__ import parse_args
+    from ser_triton.export.__main__ import parse_args
 
     options = parse_args(["--acoustic-encoder", "dir/hubert", "--asr", "dir/w2v", "--text-encoder", "dir/bert"])
     assert options.sources == ModelSources("dir/hubert", "dir/w2v", "dir/bert")
@@ -136,7 +137,7 @@ def test_model_flags_are_the_network_names_and_keep_their_old_aliases():
     (["--tolerance", "0"], "--tolerance must be positive"),
 ])
 def test_export_option_errors_are_one_line(tmp_path, capfd, flags, message):
-    from export.__main__ import main
+    from ser_triton.export.__main__ import main
 
     assert main(["--preset", "tiny", "--out", str(tmp_path / "repo"), *flags]) == 1
     err = capfd.readouterr().err
@@ -148,8 +149,8 @@ def test_export_option_errors_are_one_line(tmp_path, capfd, flags, message):
                                             ("ten", "'ten' is not a number of seconds")])
 def test_max_batch_seconds_must_be_positive_seconds(capfd, value, message):
     """A cap of 0 or less would silently switch the audio networks' memory bound off."""
-    from export.__main__ import parse_args
-    from export.refresh import main as refresh_main
+    from ser_triton.export.__main__ import parse_args
+    from ser_triton.export.refresh import main as refresh_main
 
     for parse in (lambda: parse_args(["--max-batch-seconds", value]),
                   lambda: refresh_main(["--repository", "unused", "--max-batch-seconds", value])):

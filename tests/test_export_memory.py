@@ -6,8 +6,10 @@ import weakref
 
 import onnx
 
-from export import network_files, onnx_export, precision, repository, specs
-from export.pipeline import REPORT_FILE, ExportOptions, export
+from ser_triton.export import network_files, onnx_export, precision, repository
+
+from ser_triton.core import specs
+from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export
 
 
 def test_one_network_and_one_session_at_a_time(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.graph_rewrites import conv_to_matmul, time_sums_to_matmul, unshare_weights
+from ser_triton.export.graph_rewrites import conv_to_matmul, time_sums_to_matmul, unshare_weights
 
 RNG = np.random.default_rng(0)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from serving import processes
-from serving.ports import port_in_use
-from serving.supervisor import SHM_PREFIX, ServerError, remove_orphaned_shared_memory
+from ser_triton.serving import processes
+from ser_triton.serving.ports import port_in_use
+from ser_triton.serving.supervisor import SHM_PREFIX, ServerError, remove_orphaned_shared_memory
 from tests.conftest import REPO_ROOT, start_server
 from tests.server_helpers import alive, descendants, end, eventually, free_ports, launcher_command, start_launcher
 

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from export import precision, repository, specs
-from export.pipeline import REPORT_FILE, ExportOptions, export, verified
-from export.precision import DriftLimits, pick
+from ser_triton.export import precision, repository
+
+from ser_triton.core import specs
+from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export, verified
+from ser_triton.export.precision import DriftLimits, pick
 from tests.conftest import start_server
 from tests.server_helpers import connect, infer, utterance
 
@@ -31,7 +33,7 @@ def test_limits_name_what_they_break():
 
 
 def test_decisions_are_judged_where_fp32_made_one():
-    from client.metrics import decisive_label_agreement
+    from ser_triton.evaluation.metrics import decisive_label_agreement
 
     def record(*p):
         return {"probabilities": dict(zip(("happy", "sad", "angry", "neutral"), p))}
@@ -43,7 +45,7 @@ def test_decisions_are_judged_where_fp32_made_one():
 
 
 def test_decisive_ctc_frames(all_specs):
-    from export.drift import FRAME_MARGIN, decisive_frame_agreement
+    from ser_triton.export.drift import FRAME_MARGIN, decisive_frame_agreement
 
     asr = all_specs[specs.ASR]
     logits = np.zeros((1, 4, 3), np.float32)
@@ -134,10 +136,10 @@ def test_auto_under_limits_only_fp32_meets_keeps_fp32(tmp_path, monkeypatch, tin
 def test_what_is_served_is_what_the_export_measured(tmp_path, tiny_components, auto_repository, requested):
     """The served answers equal the export's own chain with the chosen variants (same sessions,
     same runtime, OpenVINO included), for utterances alone."""
-    from export.calibration import recorded_speech
-    from export.drift import records, run_chain
-    from export.precision import FIXED, session_factory
-    from export.repository import model_directory, network_file
+    from ser_triton.export.calibration import recorded_speech
+    from ser_triton.export.drift import records, run_chain
+    from ser_triton.export.precision import FIXED, session_factory
+    from ser_triton.export.repository import model_directory, network_file
 
     out = auto_repository if requested == "auto" else tmp_path / "bf16"
     if requested == "bf16":
@@ -166,7 +168,7 @@ def test_calibration_ranges_are_those_of_onnxruntimes_calibrator(tmp_path, tiny_
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from export.quantize import calibrate
+    from ser_triton.export.quantize import calibrate
 
     path = repository.network_file(tiny_repository, specs.ACOUSTIC_ENCODER)
     rng = np.random.default_rng(0)

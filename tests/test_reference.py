@@ -10,8 +10,8 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-from client.audio import load_audio
-from client.contract import LABELS
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import LABELS
 from tests.conftest import REPO_ROOT
 
 
@@ -53,7 +53,7 @@ def test_reference_cli_prints_the_client_json_keys(tmp_path):
     t = np.arange(int(22050 * 1.5)) / 22050
     path = tmp_path / "tone.flac"
     soundfile.write(path, np.stack([np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 310 * t)], 1) * 0.3, 22050)
-    done = subprocess.run([sys.executable, "-m", "model.reference", str(path), "--preset", "tiny", "--json"],
+    done = subprocess.run([sys.executable, "-m", "ser_triton.model.reference", str(path), "--preset", "tiny", "--json"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from client import contract
+from ser_triton.core import contract
 from tests.conftest import start_server
 from tests.server_helpers import connect, infer, utterance
 
@@ -134,6 +134,8 @@ def test_a_crashed_python_step_is_reported_and_reloaded(tiny_repository, capfd):
     with start_server(tiny_repository, watchdog_seconds=0.5) as server:
         client = connect(server, "grpc")
         expected = infer(client, "grpc", audio[None])
+        with pytest.raises(InferenceServerException, match="restricted"):  # the reload below needs the admin key
+            connect(server, "http").unload_model("asr")
         stub = next(pid for pid, model in server.stubs().items() if model == "asr")
         os.kill(stub, signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -148,8 +150,8 @@ def test_a_crashed_python_step_is_reported_and_reloaded(tiny_repository, capfd):
 
 def test_a_server_restart_mid_run_loses_no_result(tiny_repository):
     """The client retries with backoff across a restart; every input gets its answer, in order."""
-    from client.contract import LABELS, SAMPLE_RATE
-    from client.library import SERClient, ServerUnreachable
+    from ser_triton.core.contract import LABELS, SAMPLE_RATE
+    from ser_triton.client.library import SERClient, ServerUnreachable
 
     audios = [utterance(s, seed=i) for i, s in enumerate(np.linspace(0.5, 3.0, 16))]
     server = start_server(tiny_repository)

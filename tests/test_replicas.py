@@ -15,14 +15,14 @@ import threading
 import pytest
 import soundfile
 
-from client.audio import load_audio
-from client.contract import SAMPLE_RATE
-from client.library import SERClient
-from client.result import Result
-from serving import edge, processes
-from serving.edge import EdgeSettings
-from serving.replicas import ReplicaSet
-from serving.supervisor import SHM_PREFIX, ServerError, TritonServer
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import SAMPLE_RATE
+from ser_triton.client.library import SERClient
+from ser_triton.core.result import Result
+from ser_triton.serving import edge, processes
+from ser_triton.serving.edge import EdgeSettings
+from ser_triton.serving.replicas import ReplicaSet
+from ser_triton.serving.supervisor import SHM_PREFIX, ServerError, TritonServer
 from tests.conftest import start_server
 from tests.server_helpers import alive, assert_same, ensemble_successes, requests_served, utterance
 

@@ -24,10 +24,10 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from client import contract
-from client.library import SERClient
-from serving import admin, edge
-from serving.supervisor import SHM_PREFIX
+from ser_triton.core import contract
+from ser_triton.client.library import SERClient
+from ser_triton.serving import admin, edge
+from ser_triton.serving.supervisor import SHM_PREFIX
 from tests.server_helpers import descendants, end, free_ports, infer, start_launcher, utterance
 
 pytestmark = pytest.mark.server

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from client.contract import LABELS
+from ser_triton.core.contract import LABELS
 from tests.server_helpers import connect, infer, utterance
 
 pytestmark = pytest.mark.server

@@ -6,10 +6,12 @@ import numpy as np
 import onnx
 import pytest
 
-from export import repository, specs
-from export.pipeline import ExportOptions, export
-from model.glossary import NETWORKS
-from model.networks import WRAPPERS
+from ser_triton.export import repository
+
+from ser_triton.core import specs
+from ser_triton.export.pipeline import ExportOptions, export
+from ser_triton.core.glossary import NETWORKS
+from ser_triton.model.networks import WRAPPERS
 from tests.conftest import start_server
 from tests.server_helpers import connect, infer, utterance
 
@@ -78,10 +80,10 @@ def test_reordered_tensors_still_give_the_reference_answers(tmp_path, monkeypatc
 
 
 def test_a_network_whose_signature_disagrees_with_the_specs_is_refused(tmp_path, tiny_components, all_specs):
-    from export.errors import ExportError
-    from export.examples import example_inputs
-    from export.onnx_export import export_network
-    from model.networks import served_network
+    from ser_triton.export.errors import ExportError
+    from ser_triton.export.examples import example_inputs
+    from ser_triton.export.onnx_export import export_network
+    from ser_triton.model.networks import served_network
 
     spec = all_specs[specs.TEXT_ENCODER]
     renamed = dataclasses.replace(spec, outputs=(dataclasses.replace(spec.outputs[0], name="bert_features"),))

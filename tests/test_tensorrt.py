@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from client.contract import MAX_SECONDS, MIN_SAMPLES, SAMPLE_RATE
-from export import specs
-from export.repository import Deployment
-from export.tensorrt import build_plans, profile_shapes
+from ser_triton.core.contract import MAX_SECONDS, MIN_SAMPLES, SAMPLE_RATE
+from ser_triton.core import specs
+from ser_triton.export.repository import Deployment
+from ser_triton.export.tensorrt import build_plans, profile_shapes
 
 
 def test_profiles_span_batch_and_length_limits(tiny_components):

@@ -34,7 +34,7 @@ WORKDIR /home/ser
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
-ENTRYPOINT ["tini", "--", "python", "-m", "serving.launcher"]
+ENTRYPOINT ["tini", "--", "python", "-m", "ser_triton.serving.launcher"]
 # --timeout: models that load for minutes; the server's log goes to the container's log (stdout);
 # gRPC connections close after 5 minutes, as on the GPU pods, so that clients balancing over a
 # headless Service find replicas the autoscaler added

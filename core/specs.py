@@ -12,8 +12,8 @@ sees as [batch] and Triton as dims [1] reshaped to [].
 
 from dataclasses import dataclass
 
-from client import contract
-from model import glossary
+from ser_triton.core import contract
+from ser_triton.core import glossary
 
 VARIABLE = -1
 

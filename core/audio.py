@@ -1,7 +1,7 @@
 """Audio in, server-ready samples out: any libsndfile format, rate, channel count or dtype.
 
 This module is the one loader used by the client and by the PyTorch reference
-(`python -m model.reference`), so both see exactly the same samples.
+(`python -m ser_triton.model.reference`), so both see exactly the same samples.
 """
 
 import io
@@ -11,7 +11,14 @@ import numpy as np
 import soundfile
 import soxr
 
-from client.contract import MIN_SAMPLES, SAMPLE_RATE
+from ser_triton.core.contract import MIN_SAMPLES, SAMPLE_RATE
+from ser_triton.core.result import segment_bounds
+
+AUDIO_EXTENSIONS = frozenset(
+    {name.lower() for name in soundfile.available_formats()} - {"raw"}
+    | {"aif", "aifc", "oga", "opus", "snd", "sph"}
+)
+"""Suffixes looked for inside directories: libsndfile's formats and their usual aliases."""
 
 
 class AudioError(ValueError):
@@ -70,3 +77,34 @@ def load_audio(source: str | Path | bytes) -> np.ndarray:
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"not a readable audio file ({error})") from None
     return prepare(samples, sample_rate)
+
+
+def find_audio_files(paths, failures: list) -> list[str]:
+    """Files as given, directories replaced by the audio files under them (sorted); a directory
+    without any goes to `failures` as 'DIR: reason'."""
+    files = []
+    for path in paths:
+        if not Path(path).is_dir():
+            files.append(str(path))
+            continue
+        found = sorted(str(p) for p in Path(path).rglob("*")
+                       if p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS and p.is_file())
+        if not found:
+            failures.append(f"{path}: no audio files in this directory")
+        files.extend(found)
+    return files
+
+
+def segmented_files(paths, failures: list) -> list[tuple[str, list[np.ndarray]]]:
+    """Each readable audio file under `paths` (find_audio_files) as server-ready samples, cut
+    where the client cuts them (core.result.segment_bounds): (path, segments) pairs. A file that
+    cannot be read goes to `failures` as 'FILE: reason'."""
+    files = []
+    for path in find_audio_files(paths, failures):
+        try:
+            audio = load_audio(path)
+        except AudioError as error:
+            failures.append(f"{path}: {error}")
+            continue
+        files.append((path, [audio[start:end] for start, end in segment_bounds(audio.size)]))
+    return files

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.contract import LABELS
+from ser_triton.core.contract import LABELS
 
 
 class DataError(ValueError):

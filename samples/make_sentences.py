@@ -1,10 +1,11 @@
-"""Regenerate the committed test sentences (espeak-ng's own 22.05 kHz output, as FLAC).
+"""Regenerate the committed sentences (espeak-ng's own 22.05 kHz output, as FLAC).
 
-    python tests/data/make_sentences.py     # needs Debian's espeak-ng; the tests do not
+    python samples/make_sentences.py     # needs Debian's espeak-ng; nothing else does
 
-The tests read the committed files, so a fresh machine needs no system packages to run them.
-It also writes labelled.csv, a ser-evaluate manifest of the sentences: the emotion each one's
-words express, and its text as the reference transcript.
+The export's calibration, the benchmark's workload and the tests read the committed files, so a
+fresh machine needs no system packages. It also writes labelled.csv, a ser-evaluate manifest of
+the sentences (`make evaluate DATA=samples/labelled.csv`): the emotion each one's words express,
+and its text as the reference transcript.
 """
 
 import csv

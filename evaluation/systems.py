@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from client.audio import AudioError, load_audio
-from client.contract import ENSEMBLE
-from client.datasets import Utterance
-from client.library import ClientError, SERClient, ServerUnreachable
-from client.result import Result
+from ser_triton.core.audio import AudioError, load_audio
+from ser_triton.core.contract import ENSEMBLE
+from ser_triton.evaluation.datasets import Utterance
+from ser_triton.client.library import ClientError, SERClient, ServerUnreachable
+from ser_triton.core.result import Result
 
 
 @dataclass
@@ -99,7 +99,7 @@ def run_served(name: str, client: SERClient, utterances: list[Utterance], concur
 def research_code():
     """(reference module, sources module) of the PyTorch research pipeline: the one place that imports it."""
     try:
-        from model import reference, sources
+        from ser_triton.model import reference, sources
     except ImportError as error:
         raise SystemUnavailable(
             f"--reference needs the PyTorch research pipeline, which cannot be imported ({error}): "
@@ -108,14 +108,14 @@ def research_code():
 
 
 def add_reference_arguments(parser) -> None:
-    """The research model's flags (--preset, --checkpoint, ...), as `python -m model.reference` takes them."""
+    """The research model's flags (--preset, --checkpoint, ...), as `python -m ser_triton.model.reference` takes them."""
     research_code()[1].add_model_arguments(parser)
 
 
 def run_reference(args, utterances: list[Utterance]) -> Run:
-    """The research pipeline on each utterance, one at a time, exactly as `python -m model.reference`."""
+    """The research pipeline on each utterance, one at a time, exactly as `python -m ser_triton.model.reference`."""
     reference, sources = research_code()
-    from model.errors import ModelError
+    from ser_triton.model.errors import ModelError
 
     try:
         components = sources.components_from_args(args)

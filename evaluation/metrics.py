@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import jiwer
 import numpy as np
 
-from client.contract import LABELS
+from ser_triton.core.contract import LABELS
 
 CONFIDENCE = 0.95
 RESAMPLES = 1000

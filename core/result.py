@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from client.contract import CLIENT_WINDOW_SECONDS, LABELS, SAMPLE_RATE
+from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, LABELS, SAMPLE_RATE
 
 
 @dataclass

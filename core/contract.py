@@ -31,3 +31,7 @@ MAX_SECONDS = 30.0
 
 CLIENT_WINDOW_SECONDS = 20.0
 """The client splits longer recordings into segments of at most this length."""
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+"""Where a server (or its edge) listens by default, as in Triton's containers; `make serve`'s
+HTTP_PORT=, GRPC_PORT=, METRICS_PORT= change them."""

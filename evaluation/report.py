@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.contract import LABELS
-from client.datasets import Skipped
+from ser_triton.core.contract import LABELS
+from ser_triton.evaluation.datasets import Skipped
 
 
 def _percent(value) -> str:
