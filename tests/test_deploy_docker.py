@@ -115,7 +115,7 @@ def test_build_context_holds_the_installable_project(tmp_path):
     assert built.returncode == 0, built.stderr
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"serving/launcher.py", "client/library.py", "serving/nginx.conf.template"} <= names
+    assert {"serving/launcher.py", "client/library.py", "serving/edge.conf.template"} <= names
     assert {f"serving/steps/{module}.py" for module in STEP_MODULES.values()} <= names
 
 
