@@ -530,6 +530,14 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
         assert not chosen.forwards and "grpc-status 7 " in chosen.body, path  # PERMISSION_DENIED
     assert all(route(http, path).forwards for path in SERVED_HTTP)
     assert all(route(grpc, path).forwards for path in SERVED_GRPC)
+    # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
+    upstreams = dict(blocks(config, "upstream"))
+    _, http_port, grpc_port = upstream(arguments)
+    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port)):
+        assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
+        assert "keepalive 32;" in upstreams[pool]
+    assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
+    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards)
     bound = edge.max_request_bytes(MAX_SECONDS)
     for server, path in ((http, f"/v2/models/{ENSEMBLE}/infer"), (grpc, "/inference.GRPCInferenceService/ModelInfer")):
         assert re.findall(r"client_max_body_size (\d+);", route(server, path).body) == [str(bound)]
