@@ -1,11 +1,15 @@
 """What the deploy tests hold the images and manifests to: the server's own defaults, flags and
-health endpoints, and the manifests as `kubectl kustomize` renders them."""
+health endpoints, the manifests as `kubectl kustomize` renders them, and the edge's nginx config
+read as nginx reads it (its servers, their locations, which location a request lands in)."""
 
 import dataclasses
+import datetime
 import functools
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,3 +78,122 @@ def find(documents, kind: str, name: str | None = None) -> dict:
     found = [d for d in documents if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
     return found[0]
+
+
+@functools.cache
+def render_composed(resources: tuple[Path, ...], components: tuple[Path, ...] = ()) -> tuple[dict, ...]:
+    """What a kustomization of one's own renders: these directories, with these optional components
+    (as docs/security-kubernetes.md tells users to write one)."""
+    with tempfile.TemporaryDirectory(prefix="kustomization-") as directory:
+        def relative(path: Path) -> str:  # kustomize takes no absolute paths
+            return os.path.relpath(path, directory)
+        (Path(directory) / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [relative(p) for p in resources], "components": [relative(p) for p in components]}))
+        return render(Path(directory))
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector (matchLabels and matchExpressions) selects these labels;
+    an empty selector selects everything, as in a NetworkPolicy."""
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if not {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}[operator]():
+            return False
+    return True
+
+
+def nginx() -> str:
+    found = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if found is None:
+        pytest.fail("nginx is not installed, and the deploy tests check the edge's config with `nginx -t`: "
+                    "run `make setup` as root (it installs the Debian package) or `apt-get install nginx`")
+    return found
+
+
+def blocks(text: str, opening: str) -> list[tuple[str, str]]:
+    """(what follows `opening` up to its brace, the block's body) for every `opening ... {` at any
+    depth; quoted strings (which hold braces: the JSON error bodies) and comments are skipped."""
+    found = []
+    for match in re.finditer(rf"(?m)^\s*{opening}\b([^{{;]*)\{{", text):
+        depth, index, quote = 1, match.end(), None
+        while depth:
+            character = text[index]
+            if quote:
+                if character == "\\":
+                    index += 1
+                elif character == quote:
+                    quote = None
+            elif character in "'\"":
+                quote = character
+            elif character == "#":
+                index = text.index("\n", index)
+            else:
+                depth += {"{": 1, "}": -1}.get(character, 0)
+            index += 1
+        found.append((match.group(1).strip(), text[match.end():index - 1]))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    modifier: str  # "=", "~", "~*", "^~", "" (a prefix) or "@" (named)
+    pattern: str
+    body: str
+
+    @property
+    def forwards(self) -> bool:
+        return bool(re.search(r"\b(proxy_pass|grpc_pass)\b", self.body))
+
+
+def locations(server: str) -> list[Location]:
+    found = []
+    for head, body in blocks(server, "location"):
+        if head.startswith("@"):
+            found.append(Location("@", head[1:], body))
+            continue
+        modifier, _, pattern = head.rpartition(" ") if " " in head else ("", "", head)
+        found.append(Location(modifier.strip(), pattern.strip().strip('"'), body))
+    return found
+
+
+def route(server: str, path: str) -> Location:
+    """The location nginx picks for `path`: an exact match, else the longest prefix unless a regex
+    (in the order written) matches first, as nginx's documentation gives the order."""
+    candidates = [location for location in locations(server) if location.modifier != "@"]
+    for location in candidates:
+        if location.modifier == "=" and location.pattern == path:
+            return location
+    prefixes = [l for l in candidates if l.modifier in ("", "^~") and path.startswith(l.pattern)]
+    longest = max(prefixes, key=lambda l: len(l.pattern), default=None)
+    if longest is not None and longest.modifier == "^~":
+        return longest
+    for location in candidates:
+        if location.modifier in ("~", "~*") and re.search(
+                location.pattern, path, re.IGNORECASE if location.modifier == "~*" else 0):
+            return location
+    assert longest is not None, f"no location of the edge takes {path}: nginx would answer 404"
+    return longest
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for localhost: stand-ins for the files of a kubernetes.io/tls Secret."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    certificate_path, key_path = directory / "tls.crt", directory / "tls.key"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return certificate_path, key_path

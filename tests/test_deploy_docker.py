@@ -1,6 +1,8 @@
 """The container images under deploy/docker/, proven without a Docker daemon: the Dockerfiles parse
 and lint clean, expose the server's ports, run as a non-root user, never carry the model
-repository; the build context installs; and the CPU image's command starts the real server."""
+repository; the build context installs; the CPU image carries the edge's nginx, which writes
+nothing outside its work folder; the GPU image's tritonserver refuses its control plane without
+the admin key; and the CPU image's command starts the real server."""
 
 import ast
 import importlib.metadata
@@ -23,10 +25,11 @@ from packaging.requirements import Requirement
 
 from ser_triton.core.contract import ENSEMBLE
 from ser_triton.export.repository import STEP_MODULES
+from ser_triton.serving import edge
 from ser_triton.serving.bundled import wheel_root
 from ser_triton.serving.ports import free_port
 from tests.conftest import REPO_ROOT
-from tests.deploy_helpers import DOCKERFILES, READY_PATH, flags, server_ports, tritonserver_flags
+from tests.deploy_helpers import DOCKERFILES, READY_PATH, flags, nginx, server_ports, tritonserver_flags
 
 GPU_BASE_IMAGE = re.search(r"nvcr\.io/nvidia/tritonserver:\S+-py3", (REPO_ROOT / "README.md").read_text()).group(0)
 """The Triton container the README names (24.10: server 2.51, the version of the bundled server)."""
@@ -115,8 +118,10 @@ def test_build_context_holds_the_installable_project(tmp_path):
     assert built.returncode == 0, built.stderr
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"serving/launcher.py", "client/library.py", "serving/nginx.conf.template"} <= names
-    assert {f"serving/steps/{module}.py" for module in STEP_MODULES.values()} <= names
+    assert {"ser_triton/serving/launcher.py", "ser_triton/client/library.py", "ser_triton/serving/edge.conf.template",
+            "ser_triton/core/contract.py", "ser_triton/samples/speech.wav"} <= names
+    assert {f"ser_triton/serving/steps/{module}.py" for module in STEP_MODULES.values()} <= names
+    assert not [name for name in names if name.split("/")[0] in ("client", "model", "export", "serving", "bench")]
 
 
 def installed_extra(image: str) -> str:
@@ -169,10 +174,71 @@ def test_images_install_what_the_python_steps_import(image, modules):
         assert {d.lower() for d in distributions[module]} & provided, f"{module} is not installed in the {image} image"
 
 
+ADMIN_COMMAND = ["python3", "-m", "ser_triton.serving.admin"]
+
+
 def test_gpu_image_runs_tritonserver_with_strict_readiness_on_the_mounted_repository():
     command = exec_form("gpu", "CMD")
+    assert command[:len(ADMIN_COMMAND)] == ADMIN_COMMAND  # which adds the restricting flags and the key
+    command = command[len(ADMIN_COMMAND):]
     assert command[0] == "tritonserver" and set(flags(command)) <= tritonserver_flags()
     assert flags(command)["--strict-readiness"] == "true" and flags(command)["--model-repository"] == "/models"
+    assert flags(command)["--model-control-mode"] == "none"
+    assert not {"--http-restricted-api", "--grpc-restricted-protocol"} & set(flags(command))  # no key in the image
+    assert not [step for step in instructions("gpu", "ENV") if "SER_ADMIN_KEY" in step]
+
+
+def module_imports(path) -> set[str]:
+    """Top-level names of the modules a file imports (at any depth: inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_serving_admin_runs_in_the_gpu_image_with_the_standard_library_alone():
+    """The GPU image installs the project with the `steps` extra only, into NVIDIA's python3:
+    `python3 -m ser_triton.serving.admin` imports its package and itself, nothing beyond the standard library."""
+    assert "serving" in {p.split("/")[0] for p in build_context()}
+    for path in (REPO_ROOT / "serving/__init__.py", REPO_ROOT / "serving/admin.py"):
+        assert module_imports(path) <= set(sys.stdlib_module_names), path
+
+
+def final_stage_runs() -> list[str]:
+    return instructions("cpu", "RUN")
+
+
+def test_cpu_image_installs_nginx_for_the_edge_without_recommends():
+    """The launcher starts the edge (nginx) in the container too, and the Kubernetes edge runs this
+    image: Debian's nginx, installed without recommends, the package lists removed in that layer."""
+    [install] = [run for run in final_stage_runs() if "apt-get install" in run]
+    packages = re.search(r"apt-get install ((?:\S+\s+)+?)(?:&&|$)", install).group(1).split()
+    assert "nginx" in packages and "--no-install-recommends" in packages
+    assert "rm -rf /var/lib/apt/lists/*" in install
+    assert [value for value in instructions("cpu", "ENV") if "TMPDIR=/tmp" in value]  # nginx's work folder
+
+
+def test_the_edge_writes_nothing_outside_its_work_folder(tmp_path):
+    """As uid 10001 on a read-only root (the pods), nginx may write only into the edge's work folder
+    (an emptyDir): every path the binary writes by default is set in the config to that folder, the
+    error log is given with -e, and there is no access log."""
+    compiled = subprocess.run([nginx(), "-V"], capture_output=True, text=True).stderr
+    defaults = dict(re.findall(r"--(http-[a-z]+-temp-path|pid-path)=(\S+)", compiled))
+    directives = {"http-client-body-temp-path": "client_body_temp_path", "http-proxy-temp-path": "proxy_temp_path",
+                  "http-fastcgi-temp-path": "fastcgi_temp_path", "http-uwsgi-temp-path": "uwsgi_temp_path",
+                  "http-scgi-temp-path": "scgi_temp_path", "pid-path": "pid"}
+    assert set(defaults) <= set(directives), defaults  # nginx writes nowhere else by default
+    work = tmp_path / "work"
+    config = edge.render(edge.EdgeSettings(), [edge.Upstream("127.0.0.1", 1, 2)], host="0.0.0.0", http_port=8000,
+                         grpc_port=8001, work=work, error_log="stderr")
+    for directive in directives.values():
+        [value] = re.findall(rf"(?m)^\s*{directive}\s+(\S+);", config)
+        assert value.startswith(f"{work}/"), (directive, value)
+    assert re.search(r"(?m)^\s*access_log off;", config) and "error_log stderr" in config
+    assert not re.findall(r"(?m)^\s*(include|load_module)\s+/etc/", config)  # nothing of /etc/nginx is read
 
 
 @pytest.mark.server

@@ -1,8 +1,14 @@
 """The Kubernetes and KServe manifests under deploy/: every kustomization renders with
 `kubectl kustomize`, validates offline against the API schemas of a current Kubernetes, and agrees
-with the server it runs: ports, health endpoints, flags, the ensemble's name and its metrics."""
+with the server it runs: ports, health endpoints, flags, the ensemble's name and its metrics. And
+they are closed: only the edge reaches the servers, the edge passes only the clients' routes, the
+servers refuse their control plane without the admin key, every container runs hardened, and no
+secret is in any manifest."""
 
+import os
 import re
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -13,18 +19,37 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from ser_triton.core.contract import ENSEMBLE
+from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS
+from ser_triton.serving import admin, edge
 from ser_triton.serving.supervisor import TritonServer
+from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import (
-    DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, find, flags, render, server_ports,
-    tritonserver_default_ports, tritonserver_flags,
+    DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches, nginx,
+    render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
+    tritonserver_flags,
 )
 
 KUBERNETES_VERSION = "1.37"
 """The API schemas the manifests must satisfy (strict: unknown fields are errors)."""
 
 OVERLAYS = sorted(path.name for path in (KUBERNETES / "overlays").iterdir())
-KUSTOMIZATIONS = [KUBERNETES / "overlays" / name for name in OVERLAYS] + [KUBERNETES / "envoy", DEPLOY / "kserve"]
+KUSTOMIZATIONS = [KUBERNETES / "overlays" / name for name in OVERLAYS] + [KUBERNETES / "edge", DEPLOY / "kserve"]
+
+COMPONENTS = KUBERNETES / "components"
+COMPOSED = {
+    # what docs/security-kubernetes.md has users write: an overlay with the optional components
+    "cpu+edge-client-keys+edge-tls": ((KUBERNETES / "overlays/cpu",),
+                                      (COMPONENTS / "edge-client-keys", COMPONENTS / "edge-tls")),
+    "gpu-object-storage+admin-key+edge-tls": ((KUBERNETES / "overlays/gpu-object-storage",),
+                                              (COMPONENTS / "admin-key", COMPONENTS / "edge-tls")),
+    "gpu+admin-key+edge-client-keys": ((KUBERNETES / "overlays/gpu",),
+                                       (COMPONENTS / "admin-key", COMPONENTS / "edge-client-keys")),
+    "kserve+admin-key": ((DEPLOY / "kserve",), (DEPLOY / "kserve/admin-key",)),
+}
+RENDERED = [str(path.relative_to(DEPLOY)) for path in KUSTOMIZATIONS] + sorted(COMPOSED)
+"""Every way the manifests are meant to be applied: the kustomizations, and them with their components."""
+WITH_SERVERS = [name for name in RENDERED if not name.startswith(("kserve", "kubernetes/edge"))]
+"""Those that deploy the server Deployment, and with it the edge and the NetworkPolicy."""
 
 ADAPTER_RULES = yaml.safe_load((KUBERNETES / "monitoring/prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
 MINIMUM_STARTUP_SECONDS = 300
@@ -33,6 +58,16 @@ MINIMUM_STARTUP_SECONDS = 300
 
 def overlay(name: str) -> tuple[dict, ...]:
     return render(KUBERNETES / "overlays" / name)
+
+
+def rendered(name: str) -> tuple[dict, ...]:
+    """An entry of RENDERED: an overlay by its short name, a kustomization by its path under
+    deploy/, or a COMPOSED one."""
+    if name in COMPOSED:
+        return render_composed(*COMPOSED[name])
+    if name in OVERLAYS:
+        return overlay(name)
+    return render(DEPLOY / name)
 
 
 def server_container(documents) -> dict:
@@ -51,6 +86,18 @@ def pod_labels(documents) -> dict:
 
 def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+ADMIN_COMMAND = ["python3", "-m", "ser_triton.serving.admin", "tritonserver"]
+"""How the GPU image and KServe start tritonserver: through ser_triton.serving.admin, which adds the
+restricting flags with the admin key (the GPU image's python3; the module needs only the standard
+library)."""
+
+
+def tritonserver_command(arguments: list[str]) -> list[str]:
+    """The tritonserver command line that ser_triton.serving.admin runs (it adds the restricting flags)."""
+    assert arguments[:len(ADMIN_COMMAND)] == ADMIN_COMMAND, arguments
+    return arguments[len(ADMIN_COMMAND) - 1:]
 
 
 def config_map_data(documents, reference: dict) -> dict:
@@ -82,8 +129,9 @@ def check_pod_monitor(monitor: dict, documents) -> None:
 
 def check_serving_runtime(runtime: dict, documents) -> None:
     [container] = runtime["spec"]["containers"]
-    arguments = flags(container["args"])
-    assert container["args"][0] == "tritonserver" and set(arguments) <= tritonserver_flags()
+    command = tritonserver_command(container["args"])
+    arguments = flags(command)
+    assert command[0] == "tritonserver" and set(arguments) <= tritonserver_flags()
     assert arguments["--strict-readiness"] == "true"
     assert [p["containerPort"] for p in container["ports"]] == [int(arguments["--http-port"])]
     assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": int(arguments["--http-port"])}
@@ -108,9 +156,9 @@ CUSTOM_RESOURCES = {
 }
 
 
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(DEPLOY)))
-def test_every_object_validates_against_the_kubernetes_api(directory):
-    documents = render(directory)
+@pytest.mark.parametrize("name", RENDERED)
+def test_every_object_validates_against_the_kubernetes_api(name):
+    documents = rendered(name)
     assert documents
     for document in documents:
         custom = CUSTOM_RESOURCES.get((document["apiVersion"], document["kind"]))
@@ -191,8 +239,9 @@ def test_strict_readiness_everywhere_tritonserver_runs():
     for name in OVERLAYS:
         container = server_container(overlay(name))
         if "args" in container:
-            assert flags(container["args"])["--strict-readiness"] == "true"
-            assert container["args"][0] == "tritonserver" and set(flags(container["args"])) <= tritonserver_flags()
+            command = tritonserver_command(container["args"])
+            assert flags(command)["--strict-readiness"] == "true"
+            assert command[0] == "tritonserver" and set(flags(command)) <= tritonserver_flags()
     assert "--strict-readiness=true" in TritonServer().command(backends=DEPLOY)
 
 
@@ -363,40 +412,344 @@ def test_cpu_overlays_serve_the_directory_the_cpu_image_reads():
             assert repository_mount(documents, server_container(documents))["mountPath"] == directory
 
 
-# --- the L7 proxy ------------------------------------------------------------------------------------
+# --- the edge: the only way in ---------------------------------------------------------------------
 
-def envoy_config() -> dict:
-    documents = render(KUBERNETES / "envoy")
-    [config_map] = [d for d in documents if d["kind"] == "ConfigMap"]
-    return yaml.safe_load(config_map["data"]["envoy.yaml"])
+def edge_deployment(documents) -> dict:
+    return find(documents, "Deployment", "ser-triton-edge")
 
 
-def test_envoy_balances_each_request_over_the_ready_pods():
-    config = envoy_config()
-    listeners = {listener["name"]: listener["address"]["socket_address"]["port_value"]
-                 for listener in config["static_resources"]["listeners"]}
-    ports = server_ports()
-    assert listeners == {"http": ports["http"], "grpc": ports["grpc"]}  # clients see the server's ports
-    headless = find(overlay("gpu"), "Service", "ser-triton-headless")["metadata"]["name"]
-    clusters = {cluster["name"]: cluster for cluster in config["static_resources"]["clusters"]}
-    for protocol, cluster in (("grpc", clusters["triton_grpc"]), ("http", clusters["triton_http"])):
-        assert cluster["type"] == "STRICT_DNS" and cluster["lb_policy"] in ("LEAST_REQUEST", "ROUND_ROBIN")
-        [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        assert endpoint["endpoint"]["address"]["socket_address"] == {"address": headless, "port_value": ports[protocol]}
-        [check] = cluster["health_checks"]
-        assert check["http_health_check"]["path"] == READY_PATH
-    grpc_options = clusters["triton_grpc"]["typed_extension_protocol_options"]
-    assert "http2_protocol_options" in grpc_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
-        "explicit_http_config"]  # gRPC needs HTTP/2 to the pods
-    assert clusters["triton_grpc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
-        "health_check_config"]["port_value"] == ports["http"]
+def edge_container(documents) -> dict:
+    [container] = edge_deployment(documents)["spec"]["template"]["spec"]["containers"]
+    return container
 
 
-def test_envoy_service_exposes_the_servers_ports():
-    documents = render(KUBERNETES / "envoy")
-    service = find(documents, "Service", "ser-triton-l7")["spec"]
+def edge_labels(documents) -> dict:
+    return edge_deployment(documents)["spec"]["template"]["metadata"]["labels"]
+
+
+def upstream(arguments: list[str]) -> tuple[str, int, int]:
+    [value] = [arguments[i + 1] for i, argument in enumerate(arguments) if argument == "--upstream"]
+    host, _, ports = value.rpartition("@")
+    http, grpc = ports.split(",")
+    return host, int(http), int(grpc)
+
+
+def test_edge_service_exposes_the_servers_ports():
+    documents = render(KUBERNETES / "edge")
+    service = find(documents, "Service", "ser-triton-edge")["spec"]
     ports = server_ports()
     assert {p["name"]: p["port"] for p in service["ports"]} == {"http": ports["http"], "grpc": ports["grpc"]}
-    deployment = find(documents, "Deployment", "ser-triton-l7")["spec"]
+    deployment = find(documents, "Deployment", "ser-triton-edge")["spec"]
     assert selects(service["selector"], deployment["template"]["metadata"]["labels"])
     assert not selects(service["selector"], pod_labels(overlay("gpu")))  # never the servers themselves
+    container_ports = {p["name"]: p["containerPort"] for p in edge_container(documents)["ports"]}
+    assert container_ports == {"http": ports["http"], "grpc": ports["grpc"]}
+    assert all(p["targetPort"] == p["name"] for p in service["ports"])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_overlay_fronts_its_servers_with_the_edge(name):
+    """The edge runs the CPU image's ser_triton.serving.edge on the server's ports, in front of the server's
+    ClusterIP Service (the pods' own ports: the CPU pods' edge, the GPU pods' tritonserver)."""
+    documents = overlay(name)
+    container = edge_container(documents)
+    assert container["command"] == ["python", "-m", "ser_triton.serving.edge"]
+    arguments = container["args"]
+    ports = server_ports()
+    assert arguments[arguments.index("--host") + 1] == "0.0.0.0"
+    assert int(arguments[arguments.index("--http-port") + 1]) == ports["http"]
+    assert int(arguments[arguments.index("--grpc-port") + 1]) == ports["grpc"]
+    host, http, grpc = upstream(arguments)
+    service = find(documents, "Service", host)
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"].get("clusterIP") != "None"
+    assert selects(service["spec"]["selector"], pod_labels(documents))
+    service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert (http, grpc) == (service_ports["http"], service_ports["grpc"]) == (ports["http"], ports["grpc"])
+    assert container["image"] == server_container(overlay("cpu"))["image"]  # the CPU image, in every overlay
+    budget = find(documents, "PodDisruptionBudget", "ser-triton-edge")["spec"]
+    assert selects(budget["selector"]["matchLabels"], edge_labels(documents))
+    assert budget["maxUnavailable"] < edge_deployment(documents)["spec"]["replicas"]
+
+
+def edge_config(arguments: list[str], directory) -> str:
+    """`python -m ser_triton.serving.edge ARGS --print-config`, run here as the edge pod runs it, with the
+    Secrets' files replaced by stand-ins in `directory` and the upstream by 127.0.0.1 (nginx -t must
+    resolve it). The work folder it names is under `directory`."""
+    certificate, key = self_signed_certificate(directory)
+    keys = directory / "keys"
+    keys.write_text("# a stand-in for the Secret ser-triton-client-keys\n" + "k" * 32 + "\n")
+    stand_in = {"/etc/ser-triton/client-keys/keys": keys, "/etc/ser-triton/tls/tls.crt": certificate,
+                "/etc/ser-triton/tls/tls.key": key}
+    host, http, grpc = upstream(arguments)
+    local = [str(stand_in.get(a, a)) for a in arguments]
+    local[local.index("--upstream") + 1] = f"127.0.0.1@{http},{grpc}"
+    printed = subprocess.run([sys.executable, "-m", "ser_triton.serving.edge", *local, "--print-config"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, env={**os.environ, "TMPDIR": str(directory)})
+    assert printed.returncode == 0, printed.stderr
+    return printed.stdout
+
+
+REFUSED_HTTP = ["/v2/repository/index", f"/v2/repository/models/{ENSEMBLE}/load",
+                f"/v2/repository/models/{ENSEMBLE}/unload", "/v2/logging", "/v2/trace/setting",
+                f"/v2/models/{ENSEMBLE}/trace/setting", "/v2/systemsharedmemory/register",
+                "/v2/systemsharedmemory/region/x/unregister", "/v2/cudasharedmemory/status", "/", "/metrics"]
+"""The control plane (ser_triton.serving.admin.RESTRICTED_APIS: the model repository first), and what no route names."""
+REFUSED_GRPC = [f"/inference.GRPCInferenceService/{method}" for method in (
+    "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "LogSettings", "TraceSetting",
+    "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister")]
+SERVED_HTTP = [READY_PATH, LIVE_PATH, f"/v2/models/{ENSEMBLE}/infer", f"/v2/models/{ENSEMBLE}/ready"]
+SERVED_GRPC = [f"/inference.GRPCInferenceService/{method}" for method in ("ModelInfer", "ServerReady")]
+
+
+@pytest.mark.parametrize("name", WITH_SERVERS + ["kubernetes/edge"])
+def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(name, tmp_path):
+    """The edge Deployment's own arguments, rendered by ser_triton.serving.edge and checked by nginx: no
+    catch-all route forwards, the control plane (model repository first) lands on the refusal,
+    bodies are bounded by the ensemble's longest audio, keys and TLS are on where the components
+    put them."""
+    arguments = edge_container(rendered(name))["args"]
+    config = edge_config(arguments, tmp_path)
+    servers = {head: body for head, body in [(re.search(r"listen\s+([^;]+);", body).group(1), body)
+                                            for _, body in blocks(config, "server")]}
+    tls = "--tls-certificate" in arguments
+    suffix = " ssl" if tls else ""
+    ports = server_ports()
+    http, grpc = servers[f"0.0.0.0:{ports['http']}{suffix}"], servers[f"0.0.0.0:{ports['grpc']}{suffix} http2"]
+    for server in (http, grpc):
+        [catch_all] = [l for l in locations(server) if l.modifier == "" and l.pattern == "/"]
+        assert not catch_all.forwards  # the catch-all refuses
+        for location in locations(server):
+            if location.forwards:  # every forwarding route is exact or anchored at both ends
+                assert location.modifier == "=" or (location.modifier == "~" and location.pattern.startswith("^")
+                                                   and location.pattern.endswith("$")), location
+    for path in REFUSED_HTTP:
+        chosen = route(http, path)
+        assert not chosen.forwards and "return 403" in chosen.body, path
+    for path in REFUSED_GRPC:
+        chosen = route(grpc, path)
+        assert not chosen.forwards and "grpc-status 7 " in chosen.body, path  # PERMISSION_DENIED
+    assert all(route(http, path).forwards for path in SERVED_HTTP)
+    assert all(route(grpc, path).forwards for path in SERVED_GRPC)
+    # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
+    upstreams = dict(blocks(config, "upstream"))
+    _, http_port, grpc_port = upstream(arguments)
+    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port)):
+        assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
+        assert "keepalive 32;" in upstreams[pool]
+    assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
+    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards)
+    bound = edge.max_request_bytes(MAX_SECONDS)
+    for server, path in ((http, f"/v2/models/{ENSEMBLE}/infer"), (grpc, "/inference.GRPCInferenceService/ModelInfer")):
+        assert re.findall(r"client_max_body_size (\d+);", route(server, path).body) == [str(bound)]
+    assert "client_max_body_size 16k;" in config  # everywhere else
+    keys_required = "--client-keys" in arguments
+    assert ("default 0;" in config.split("map $http_authorization")[1].split("}")[0]) == keys_required
+    (tmp_path / "nginx.conf").write_text(config)
+    checked = subprocess.run([nginx(), "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                              "-e", "stderr"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSED))
+def test_optional_components_mount_the_secrets_their_files_come_from(name):
+    """Each file a flag names (client keys, TLS, the admin key) is an item of a mounted Secret."""
+    documents = rendered(name)
+    for spec, containers in pod_specs(documents):
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in containers:
+            files = [a for a in container.get("args", []) if a.startswith("/etc/ser-triton/")]
+            files += [v["value"] for v in container.get("env", []) if v["name"] == admin.KEY_FILE_VARIABLE]
+            for path in files:
+                [mount] = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+                secret = volumes[mount["name"]]["secret"]
+                assert mount.get("readOnly") and secret["secretName"].startswith("ser-triton-")
+                assert path.removeprefix(mount["mountPath"] + "/") in [i["path"] for i in secret["items"]]
+                assert "optional" not in secret  # a pod without its Secret does not start half-configured
+
+
+# --- who reaches whom --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", WITH_SERVERS)
+def test_only_the_edge_reaches_the_servers_and_only_monitoring_their_metrics(name):
+    documents = rendered(name)
+    policy = find(documents, "NetworkPolicy", "ser-triton")["spec"]
+    deployment = find(documents, "Deployment", "ser-triton")
+    # exactly the server pods: the Deployment's own selector, and not the edge's pods
+    assert policy["podSelector"] == deployment["spec"]["selector"]
+    assert matches(policy["podSelector"], pod_labels(documents))
+    assert not matches(policy["podSelector"], edge_labels(documents))
+    assert policy["policyTypes"] == ["Ingress"]
+    ports = server_ports()
+    rules = {tuple(sorted(p["port"] for p in rule["ports"])): rule["from"] for rule in policy["ingress"]}
+    assert set(rules) == {(ports["http"], ports["grpc"]), (ports["metrics"],)}
+    assert all(p.get("protocol", "TCP") == "TCP" for rule in policy["ingress"] for p in rule["ports"])
+    [edge_pods] = rules[(ports["http"], ports["grpc"])]
+    assert set(edge_pods) == {"podSelector"}  # the edge's pods, in this namespace only
+    assert matches(edge_pods["podSelector"], edge_labels(documents))
+    assert not matches(edge_pods["podSelector"], pod_labels(documents))  # kustomize's labels did not rewrite it
+    [monitoring] = rules[(ports["metrics"],)]
+    assert monitoring == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert {p["containerPort"] for p in server_container(documents)["ports"]} == set(ports.values())
+
+
+@pytest.mark.parametrize("name", WITH_SERVERS + ["kubernetes/edge"])
+def test_anyone_reaches_the_edge_on_its_two_ports_and_nothing_else(name):
+    documents = rendered(name)
+    policy = find(documents, "NetworkPolicy", "ser-triton-edge")["spec"]
+    assert policy["podSelector"] == edge_deployment(documents)["spec"]["selector"]
+    assert matches(policy["podSelector"], edge_labels(documents))
+    if name != "kubernetes/edge":
+        assert not matches(policy["podSelector"], pod_labels(documents))
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    assert "from" not in rule  # from anywhere: the edge is the entry
+    assert sorted(p["port"] for p in rule["ports"]) == sorted(p["containerPort"] for p in edge_container(documents)["ports"])
+
+
+# --- hardening: every container of every pod ---------------------------------------------------------
+
+def pod_specs(documents):
+    """(pod spec, its containers and init containers) of every workload rendered: Deployments, and
+    KServe's ServingRuntime (whose containers carry all of their security context)."""
+    for document in documents:
+        if document["kind"] == "Deployment":
+            spec = document["spec"]["template"]["spec"]
+            yield spec, spec["containers"] + spec.get("initContainers", [])
+        elif document["kind"] == "ServingRuntime":
+            yield document["spec"], document["spec"]["containers"]
+
+
+RESTRICTED = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+"""What every container runs with (the Pod Security "restricted" profile, a read-only root)."""
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_every_container_runs_restricted_with_a_read_only_root(name):
+    documents = rendered(name)
+    found = list(pod_specs(documents))
+    assert found
+    for spec, containers in found:
+        pod_level = spec.get("securityContext", {})
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in containers:
+            effective = {**{k: v for k, v in pod_level.items() if k in ("runAsNonRoot", "runAsUser", "seccompProfile")},
+                         **container.get("securityContext", {})}
+            assert {k: effective.get(k) for k in RESTRICTED} == RESTRICTED, container["name"]
+            assert effective.get("runAsUser", 10001) > 0 and "privileged" not in effective
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
+            assert "emptyDir" in mounts["/tmp"], container["name"]  # what a read-only root leaves writable
+            if container["name"] in ("tritonserver", "kserve-container"):
+                assert mounts["/dev/shm"]["emptyDir"]["medium"] == "Memory"
+    for document in documents:  # no pod gets a token for the Kubernetes API
+        if document["kind"] == "Deployment":
+            assert document["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+        if document["kind"] == "InferenceService":
+            assert document["spec"]["predictor"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_edge_runs_as_the_server_pods_do(name):
+    documents = overlay(name)
+    server, edge_pod = pod_spec(documents), edge_deployment(documents)["spec"]["template"]["spec"]
+    assert edge_pod["securityContext"] == server["securityContext"]
+    assert edge_container(documents)["securityContext"] == server_container(documents)["securityContext"]
+    assert edge_container(documents)["env"] == [{"name": "TMPDIR", "value": "/tmp"}]  # nginx's work folder
+
+
+def secret_names(container: dict) -> set[str]:
+    return ({s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+            | {v["valueFrom"]["secretKeyRef"]["name"] for v in container.get("env", [])
+               if "secretKeyRef" in v.get("valueFrom", {})})
+
+
+@pytest.mark.parametrize("name", WITH_SERVERS)
+def test_object_storage_credentials_reach_only_the_container_that_reads_the_bucket(name):
+    documents = rendered(name)
+    spec = pod_spec(documents)
+    for container in spec["containers"] + spec.get("initContainers", []):
+        if "ser-model-repository-credentials" not in secret_names(container):
+            continue
+        variables = environment(documents, container)
+        if container in spec.get("initContainers", []):  # the download: it reads the bucket
+            assert "$(MODEL_REPOSITORY_SOURCE)" in container["args"], container["name"]
+        else:  # tritonserver itself reads an s3:// / gs:// repository (the gpu object-storage overlay)
+            assert re.match(r"(s3|gs|as)://", variables["MODEL_REPOSITORY"]), container["name"]
+    if spec.get("initContainers"):
+        assert not secret_names(server_container(documents))  # the server never sees what it needs not
+    assert not secret_names(edge_container(documents))
+
+
+def strings(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def looks_like_a_key(text: str) -> bool:
+    """The shape of secrets.token_urlsafe(32): 32 or more of its characters, upper and lower case
+    and digits mixed (Kubernetes names are lower case, words joined by hyphens)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_\-]{32,}", text) and re.search(r"[A-Z]", text)
+                and re.search(r"[a-z]", text) and re.search(r"[0-9]", text))
+
+
+def test_a_key_in_a_manifest_would_be_seen():
+    assert looks_like_a_key(admin.new_key()) and not looks_like_a_key("ser-model-repository-credentials")
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_no_secret_value_is_in_any_manifest(name):
+    """Secrets are referenced by name, never written: no Secret object, no key on a command line
+    (the restricting flags carry the admin key: ser_triton.serving.admin adds them at run time), no header
+    value, no literal that looks like a key."""
+    documents = rendered(name)
+    assert not [d for d in documents if d["kind"] == "Secret"]
+    for document in documents:
+        for text in strings(document):
+            assert "restricted-api" not in text and "restricted-protocol" not in text, text
+            assert "Bearer " not in text and f"{admin.ADMIN_HEADER}=" not in text, text
+            assert not looks_like_a_key(text), text
+    for spec, containers in pod_specs(documents):
+        for container in containers:
+            for variable in container.get("env", []):
+                if re.search(r"KEY|SECRET|TOKEN|PASSWORD", variable["name"]) and "value" in variable:
+                    assert variable["name"].endswith("_FILE") and variable["value"].startswith("/etc/ser-triton/")
+
+
+# --- the servers' control plane -----------------------------------------------------------------------
+
+def serving_commands(name: str) -> list[list[str]]:
+    """The tritonserver commands of a rendered kustomization: the GPU servers' and KServe's."""
+    documents = rendered(name)
+    commands = []
+    for spec, containers in pod_specs(documents):
+        commands += [c["args"] for c in containers if c["name"] in ("tritonserver", "kserve-container") and "args" in c]
+    return commands
+
+
+@pytest.mark.parametrize("name", [n for n in RENDERED if "gpu" in n or "kserve" in n])
+def test_gpu_and_kserve_servers_refuse_their_control_plane_without_the_admin_key(name):
+    [arguments] = serving_commands(name)
+    command = tritonserver_command(arguments)  # python3 -m ser_triton.serving.admin tritonserver ...
+    assert flags(command)["--model-control-mode"] == "none"  # nothing loads models at run time
+    assert set(flags(admin.restricting_flags(admin.new_key()))) <= tritonserver_flags()  # what ser_triton.serving.admin adds
+
+
+def test_the_cpu_launcher_restricts_its_servers_itself():
+    """The CPU pods' servers: the launcher adds the restricting flags with a key only it holds."""
+    for name in OVERLAYS:
+        if name.startswith("cpu"):
+            assert "args" not in server_container(overlay(name))  # the image's launcher command
+    server = TritonServer()
+    command = server.command(backends=DEPLOY)
+    assert set(admin.restricting_flags(server.admin_key)) <= set(command)
+    assert server.admin_key != TritonServer().admin_key  # a new key for each server, never a fixed one
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        apis = flags(command)[flag].split(":")[0].split(",")
+        assert "model-repository" in apis and set(admin.RESTRICTED_APIS) <= set(apis)

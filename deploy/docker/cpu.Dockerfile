@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
 # The CPU image: the same bundled Triton server as `make serve` (the nvidia-pytriton wheel's
 # tritonserver, Python-backend steps running ONNX Runtime), started by the project's launcher on
-# all interfaces. Serves a repository exported with the default TARGET=cpu.
+# all interfaces. Serves a repository exported with the default TARGET=cpu. As `make serve`, the
+# launcher puts its edge (NGINX, serving/edge.py) on the public ports 8000/8001 and the server on
+# loopback ports behind it, so a container run on its own is filtered and bounded too; metrics
+# stay on the server (8002). The Kubernetes edge (deploy/kubernetes/edge) runs this image as well,
+# with the command `python -m ser_triton.serving.edge`.
 #
 #   docker build -f deploy/docker/cpu.Dockerfile -t ser-triton-cpu .
 #   docker run --rm --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 \
@@ -20,18 +24,23 @@ COPY . /src
 RUN /opt/venv/bin/pip install "/src[serve]"
 
 FROM ${PYTHON_IMAGE}
-# tini reaps the Python stubs that a crashed tritonserver leaves to PID 1 and forwards SIGTERM
+# tini reaps the Python stubs that a crashed tritonserver leaves to PID 1 and forwards SIGTERM.
+# nginx is the edge: it runs as the image's user with a read-only root filesystem, writing only
+# into its work folder under $TMPDIR (the edge's config names every temp path and the pid file
+# there, and nginx is started with -e for the error log), so the package's /var/lib/nginx and
+# /var/log/nginx are never used, nor its config under /etc/nginx.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends tini \
+    && apt-get install --yes --no-install-recommends tini nginx \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/ser ser
 COPY --from=build /opt/venv /opt/venv
 # The Python stubs find their packages through the first python3 on PATH: the venv's
-ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp
 USER 10001:10001
 WORKDIR /home/ser
 EXPOSE 8000 8001 8002
+# through the edge, as clients see it (health needs no client key)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
 ENTRYPOINT ["tini", "--", "python", "-m", "ser_triton.serving.launcher"]

@@ -6,10 +6,18 @@
 #   docker build -f deploy/docker/gpu.Dockerfile -t ser-triton-gpu .
 #   docker run --rm --gpus all --shm-size=1g -p8000:8000 -p8001:8001 -p8002:8002 \
 #     -v "$PWD/model_repository:/models:ro" ser-triton-gpu
-#   docker run ... ser-triton-gpu tritonserver --model-repository=s3://bucket/model_repository ...
+#   docker run ... ser-triton-gpu python3 -m ser_triton.serving.admin tritonserver \
+#     --model-repository=s3://bucket/model_repository ...
 #
 # The model repository is not in the image: mount it at /models, or give tritonserver an s3://,
 # gs:// or as:// repository, which it reads natively (credentials from the environment).
+#
+# tritonserver runs through ser_triton.serving.admin (standard library only, installed with the project):
+# it adds the flags that refuse the control plane (model-repository, logging, trace and
+# shared-memory APIs) to any request without the admin key, read from the file that
+# $SER_ADMIN_KEY_FILE names (a mounted Secret), else made anew at each start and known to no one.
+# No key is in the image. --model-control-mode=none (the default, said aloud): nothing here
+# loads or reloads models at run time, so explicit control is not needed.
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
 
@@ -25,4 +33,5 @@ EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
 # The base image's entrypoint (/opt/nvidia/nvidia_entrypoint.sh) runs this command.
-CMD ["tritonserver", "--model-repository=/models", "--strict-readiness=true", "--exit-on-error=true"]
+CMD ["python3", "-m", "ser_triton.serving.admin", "tritonserver", "--model-repository=/models", "--model-control-mode=none", \
+     "--strict-readiness=true", "--exit-on-error=true"]
