@@ -39,7 +39,7 @@ class Run:
 
 
 def prediction_record(utterance: Utterance, result: Result) -> dict:
-    """One line of predictions.jsonl, the record client.metrics scores."""
+    """One line of predictions.jsonl, the record core.metrics scores."""
     return {
         "id": utterance.id,
         "file": str(utterance.path),

@@ -2,7 +2,7 @@
 
 Everything here takes plain per-utterance records, the lines of predictions.jsonl:
 
-    predicted_label        the system's label, one of client.contract.LABELS
+    predicted_label        the system's label, one of core.contract.LABELS
     probabilities          {label: probability}
     transcript             the system's transcript
     gold_label             the data's label (optional: without it, no accuracy)
@@ -17,6 +17,10 @@ the classes that occur in gold or predicted labels. A per-class value without a 
 (precision of a class never predicted, recall of a class with no support) is None, not 0.
 Confidence intervals are percentile bootstraps over utterances; comparisons resample both
 systems with the same utterances (paired).
+
+On the ground floor because the export's drift gates, the benchmark and ser-evaluate all score
+answers with it; it needs jiwer, which the export and evaluate extras bring (the thin client
+never imports it).
 """
 
 from collections.abc import Callable, Sequence

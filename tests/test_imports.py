@@ -1,0 +1,103 @@
+"""The house's floors import only downwards, no module imports a command-line script, none reads tests/.
+
+    core (contract, audio, results, specs, metrics), samples (the recorded speech)
+    <- model (research model), client (thin client), serving.steps (run inside Triton, self-contained)
+    <- export (model -> ONNX + repository), serving (launcher, edge, supervision)
+    <- evaluation (ser-evaluate) <- bench (make bench)
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+FLOORS = {
+    "core": {"core"},
+    "samples": {"core", "samples"},
+    "model": {"core", "model"},
+    "client": {"core", "client"},
+    "serving.steps": set(),  # relative imports only: the steps are copied into every model folder
+    "export": {"core", "samples", "model", "serving.steps", "export"},
+    "serving": {"core", "samples", "client", "serving.steps", "serving"},
+    "evaluation": {"core", "client", "model", "evaluation"},
+    "bench": {"core", "samples", "model", "client", "serving.steps", "export", "serving", "evaluation", "bench"},
+}
+"""Each package (a folder, installed as ser_triton.<folder>) and the packages it may import."""
+
+SCRIPTS = {"client.infer", "client.evaluate", "evaluation.cli"}
+"""Command lines: the top of the house, which nothing imports (client/evaluate.py runs evaluation.cli)."""
+
+SCRIPT_IMPORTS = {"client.evaluate": {"evaluation.cli"}}
+
+
+def package_of(module: str) -> str:
+    return "serving.steps" if module.startswith("serving.steps") else module.split(".")[0]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in {package_of(p) for p in FLOORS}:
+        folder = REPO_ROOT / package.replace(".", "/")
+        for path in folder.rglob("*.py"):
+            relative = path.relative_to(REPO_ROOT).with_suffix("")
+            found[".".join(relative.parts).removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Modules of this project that `path` imports (absolute imports under ser_triton)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.startswith("ser_triton."):
+                found.add(name.removeprefix("ser_triton."))
+    return found
+
+
+MODULES = modules()
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_each_module_imports_only_its_own_floor_and_below(module):
+    package = package_of(module)
+    allowed = FLOORS[package]
+    for imported in imports(MODULES[module]):
+        if any(imported == s or imported.startswith(s + ".") for s in SCRIPT_IMPORTS.get(module, ())):
+            continue  # the script client/evaluate.py runs its command line
+        target = package_of(imported)
+        assert target in allowed, f"{module} ({package}) imports {imported} ({target}): allowed {sorted(allowed)}"
+        script = next((s for s in SCRIPTS if imported == s or imported.startswith(s + ".")), None)
+        assert script is None, f"{module} imports the command-line script {script}: move what it needs into a " \
+                               "library module"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_reads_the_tests_folder(module):
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            assert not (node.value == "tests" or node.value.startswith("tests/")), \
+                f"{module} refers to {node.value!r}: data that code needs ships with it (samples/)"
+
+
+def test_the_steps_are_self_contained():
+    """The Python steps run inside Triton's stub from a copy in each model folder: relative imports only."""
+    for module, path in MODULES.items():
+        if package_of(module) == "serving.steps":
+            assert not imports(path), f"{module} imports {imports(path)}"
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    """Positive control: an upward import and a script import are found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ser_triton.export.pipeline import export\nimport ser_triton.client.infer\n")
+    found = imports(bad)
+    assert {"export.pipeline", "client.infer"} <= found
+    assert package_of("export.pipeline") not in FLOORS["model"]
+    assert any(s == "client.infer" for s in SCRIPTS)
