@@ -15,7 +15,8 @@ from tritonclient.utils import InferenceServerException
 
 from ser_triton.core.audio import load_audio, prepare
 from ser_triton.core.contract import (AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, GRPC_PORT, HTTP_PORT, LABELS,
-                                      PROBABILITIES, TRANSCRIPT)
+                                      MAX_CHUNK_SECONDS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT)
+from ser_triton.client.stream import LiveStream, StreamError
 from ser_triton.core.result import Result, combine, make_segment, segment_bounds
 
 DEFAULT_URLS = {"grpc": f"127.0.0.1:{GRPC_PORT}", "http": f"127.0.0.1:{HTTP_PORT}"}
@@ -34,6 +35,13 @@ class ClientError(RuntimeError):
 
 class ServerUnreachable(ClientError):
     """No connection to the server, even after retrying."""
+
+
+class NoSpeech(ClientError):
+    """The speech segmenter found no speech in the recording: there is no emotion to give."""
+
+
+SEGMENTERS = ("fixed", "speech")
 
 
 GRPC_RESOLVERS = ("dns", "ipv4", "ipv6", "unix")
@@ -76,19 +84,36 @@ def _read(source, sample_rate: int | None) -> tuple[np.ndarray, str]:
     raise TypeError(f"source must be a path, file bytes or a numpy array, not {type(source).__name__}")
 
 
+def file_chunks(source, chunk_seconds: float = 0.1, realtime: bool = False):
+    """A recording's samples (core.audio.load_audio: any format, at SAMPLE_RATE) in chunks; with
+    `realtime`, each chunk no sooner than its audio would have arrived live."""
+    if chunk_seconds <= 0:
+        raise ValueError(f"chunk_seconds must be positive, not {chunk_seconds}")
+    audio, _ = _read(source, None)
+    size = max(1, round(chunk_seconds * SAMPLE_RATE))
+    began = time.monotonic()
+    for start in range(0, audio.size, size):
+        if realtime:
+            time.sleep(max(0.0, began + (start + size) / SAMPLE_RATE - time.monotonic()))
+        yield audio[start:start + size]
+
+
 class SERClient:
     """One connection to the server. Not thread-safe: classify_many makes its own per request."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
                  grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
-                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None):
+                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None, segmenter: str = "fixed"):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
         overriding) this client's: unlimited message sizes and the round_robin policy.
         `api_key`: sent as `Authorization: Bearer KEY`, for an edge that requires client keys.
         `tls`: connect over TLS, checking the server's certificate against the system's CAs or
-        `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate)."""
+        `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate).
+        `segmenter`: how audio longer than `window_seconds` is cut: "fixed", equal windows of at
+        most that; "speech", where the speaker pauses (streamed to the server's speech segmenter
+        at full speed, gRPC only): each segment one utterance, and silence does not vote."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if retries < 0:
@@ -109,6 +134,11 @@ class SERClient:
         if api_key is not None and (not api_key or any(c.isspace() for c in api_key)):
             raise ValueError("the API key must be one word without spaces")
         self.api_key, self.tls, self.tls_ca_certificate = api_key, tls, tls_ca_certificate
+        if segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {segmenter!r}")
+        if segmenter == "speech" and protocol != "grpc":
+            raise ValueError("the speech segmenter streams over gRPC: use the grpc protocol, or the fixed segmenter")
+        self.segmenter = segmenter
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._module = grpcclient if protocol == "grpc" else httpclient
         self._triton = None
@@ -127,7 +157,7 @@ class SERClient:
     def _clone(self) -> "SERClient":
         return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff,
                          self.grpc_options, api_key=self.api_key, tls=self.tls,
-                         tls_ca_certificate=self.tls_ca_certificate)
+                         tls_ca_certificate=self.tls_ca_certificate, segmenter=self.segmenter)
 
     def channel_arguments(self) -> list[tuple[str, object]]:
         """What the gRPC channel is opened with: the defaults below, then `grpc_options`."""
@@ -219,6 +249,13 @@ class SERClient:
 
     def _classify_samples(self, audio: np.ndarray, name: str) -> Result:
         started = time.perf_counter()
+        if self.segmenter == "speech" and audio.size > self.window_seconds * SAMPLE_RATE:
+            largest = int(MAX_CHUNK_SECONDS * SAMPLE_RATE)  # full speed: the largest chunks a stream takes
+            events = self.stream(audio[first:first + largest] for first in range(0, audio.size, largest))
+            segments = [event.segment() for event in events if event.event == "utterance"]
+            if not segments:
+                raise NoSpeech(f"no speech found in its {audio.size / SAMPLE_RATE:.1f} s of audio")
+            return combine(name, segments, latency=time.perf_counter() - started, duration=audio.size / SAMPLE_RATE)
         segments = []
         for start, end in segment_bounds(audio.size, self.window_seconds):
             probabilities, transcript = self._infer(audio[start:end])
@@ -233,6 +270,30 @@ class SERClient:
         """
         audio, default_name = _read(source, sample_rate)
         return self._classify_samples(audio, name or default_name)
+
+    def stream(self, chunks, sample_rate: int = SAMPLE_RATE, segmentation: dict | None = None):
+        """Events of a live stream as they come (core.result.StreamEvent: speech_start, interim,
+        utterance), from `chunks`: an iterable of sample arrays ([samples] or [samples, channels],
+        integer or float PCM) at `sample_rate`, of any size; iterating may block (a microphone).
+        `segmentation`: rules that differ from the server's for this stream
+        (serving.steps.segmentation.SegmentationRules). Over gRPC only; ClientError if the server
+        ends the stream (a bad chunk, its stream limit, a replica that died)."""
+        if self.protocol != "grpc":
+            raise ValueError("live streams go over gRPC (bidirectional streaming): use protocol='grpc'")
+        connection = {"channel_args": self.channel_arguments(), "ssl": self.tls,
+                      "root_certificates": None if self.tls_ca_certificate is None
+                      else os.fspath(self.tls_ca_certificate)}
+        live = LiveStream(self.url, chunks, sample_rate, self.timeout, self._headers, connection, segmentation)
+        try:
+            yield from live
+        except StreamError as error:
+            raise ClientError(f"the stream to {self.url} ended: {error}") from None
+
+    def stream_file(self, source, realtime: bool = False, chunk_seconds: float = 0.1,
+                    segmentation: dict | None = None):
+        """stream() of a recording (a path or file bytes), in chunks of `chunk_seconds`; with
+        `realtime`, paced at the recording's own speed, as a live call would arrive."""
+        return self.stream(file_chunks(source, chunk_seconds, realtime), SAMPLE_RATE, segmentation)
 
     def classify_many(self, sources, concurrency: int = 4, *, sample_rate: int | None = None,
                       names=None, on_result=None) -> list:

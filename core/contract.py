@@ -35,3 +35,29 @@ CLIENT_WINDOW_SECONDS = 20.0
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 """Where a server (or its edge) listens by default, as in Triton's containers; `make serve`'s
 HTTP_PORT=, GRPC_PORT=, METRICS_PORT= change them."""
+
+STREAM = "ser_stream"
+"""Name of the streaming model: the audio of one live stream (a call) in chunks of any size, over
+gRPC bidirectional streaming (ModelStreamInfer, one sequence ID per stream, its first chunk
+flagged start and its last end); events out on the same stream, each utterance classified by
+the ENSEMBLE."""
+CHUNK = "AUDIO_CHUNK"
+"""Stream input: [1, samples] float32 at SAMPLE_RATE, mono; any length up to MAX_CHUNK_SECONDS,
+empty only on the end-of-stream request."""
+CHUNK_RATE = "CHUNK_SAMPLE_RATE"
+"""Stream input: [1, 1] int32, the chunk's sample rate; anything but SAMPLE_RATE ends the stream."""
+EVENT = "EVENT"
+"""Stream output: the event, one of EVENTS."""
+START_SAMPLE = "START_SAMPLE"
+END_SAMPLE = "END_SAMPLE"
+"""Stream outputs: where the event's audio starts and ends, as sample indices from the stream's
+start (exact; END_SAMPLE is -1 for speech_start). The client reports seconds = sample / SAMPLE_RATE."""
+EVENTS = ("speech_start", "interim", "utterance")
+"""speech_start: speech confirmed (its utterance's start); interim: the running utterance so far,
+every few seconds of its audio; utterance: a finished utterance, with EMOTION, PROBABILITIES and
+TRANSCRIPT as the ensemble gives them for that span of audio alone."""
+MAX_CHUNK_SECONDS = 10.0
+"""Longest chunk a stream may send at once."""
+
+MAX_STREAM_SECONDS = 4 * 3600.0
+"""Longest live stream the edge lets through: it bounds a stream's whole body, as one request's."""

@@ -51,8 +51,10 @@ def make_segment(start: int, end: int, probabilities, transcript: str) -> Segmen
     )
 
 
-def combine(file: str, segments: list[Segment], latency: float = 0.0) -> Result:
-    """One result for a whole recording: duration-weighted mean of its segments' probabilities."""
+def combine(file: str, segments: list[Segment], latency: float = 0.0, duration: float | None = None) -> Result:
+    """One result for a whole recording: duration-weighted mean of its segments' probabilities
+    (segments of speech only, where the recording was segmented by speech: silence does not vote).
+    `duration`: the recording's, where it ends after its last segment."""
     weights = np.array([s.end - s.start for s in segments])
     table = np.array([[s.probabilities[label] for label in LABELS] for s in segments])
     mean = weights @ table / weights.sum()
@@ -60,5 +62,36 @@ def combine(file: str, segments: list[Segment], latency: float = 0.0) -> Result:
         file=file, label=LABELS[int(np.argmax(mean))],
         probabilities={label: float(p) for label, p in zip(LABELS, mean)},
         transcript=" ".join(s.transcript for s in segments if s.transcript),
-        duration=float(segments[-1].end), latency=latency, segments=segments,
+        duration=float(segments[-1].end if duration is None else duration), latency=latency, segments=segments,
     )
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of a live stream (core.contract.EVENTS): where its audio starts and ends, as
+    sample indices from the stream's start (exact), and for interim and utterance the answer."""
+    event: str
+    start_sample: int
+    end_sample: int | None = None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    transcript: str | None = None
+
+    @property
+    def start(self) -> float:
+        """Seconds from the stream's start: start * SAMPLE_RATE is the sample index."""
+        return self.start_sample / SAMPLE_RATE
+
+    @property
+    def end(self) -> float | None:
+        return None if self.end_sample is None else self.end_sample / SAMPLE_RATE
+
+    def to_json_dict(self) -> dict:
+        record = {"event": self.event, "start": self.start, "end": self.end,
+                  "start_sample": self.start_sample, "end_sample": self.end_sample}
+        if self.label is not None:
+            record |= {"label": self.label, "probabilities": self.probabilities, "transcript": self.transcript}
+        return record
+
+    def segment(self) -> Segment:
+        return Segment(self.start, self.end, self.label, dict(self.probabilities), self.transcript)

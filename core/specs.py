@@ -155,3 +155,23 @@ ENSEMBLE_OUTPUTS = {
     contract.TRANSCRIPT: (CTC_TOKENIZE, "transcript"),
 }
 """Ensemble output -> (step, the role of its output). Every other tensor flows under its own name."""
+
+
+STREAM_CONTROLS = ("SEQUENCE_START", "SEQUENCE_END", "CORRID")
+"""The sequence batcher's control inputs of the stream model: start, end, the stream's ID."""
+
+
+def stream_spec() -> ModelSpec:
+    """The streaming model (contract.STREAM): chunks of one stream in, events out."""
+    T = TensorSpec
+    return ModelSpec(contract.STREAM, (
+        T(contract.CHUNK, "float32", (VARIABLE,), "audio", SAMPLES),
+        T(contract.CHUNK_RATE, "int32", (1,), "rate"),
+    ), (
+        T(contract.EVENT, "bytes", (1,), "event"),
+        T(contract.START_SAMPLE, "int64", (1,), "start"),
+        T(contract.END_SAMPLE, "int64", (1,), "end"),
+        T(contract.EMOTION, "bytes", (1,), "label"),
+        T(contract.PROBABILITIES, "float32", (len(contract.LABELS),), "probabilities"),
+        T(contract.TRANSCRIPT, "bytes", (1,), "transcript"),
+    ))

@@ -27,7 +27,7 @@ ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 VERSION = "1"
 
-DTYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "bytes": mc.TYPE_STRING}
+DTYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "int32": mc.TYPE_INT32, "bytes": mc.TYPE_STRING}
 STEP_MODULES = {
     specs.AUDIO_INPUT: "audio_input",
     specs.CTC_TOKENIZE: "ctc_tokenize",
@@ -35,6 +35,12 @@ STEP_MODULES = {
 }
 NETWORK_STEP_MODULE = "onnx_network"
 """The Python step that runs every network on the cpu target."""
+STREAM_STEP_MODULE = "stream"
+"""The Python step of the streaming model (contract.STREAM)."""
+VAD_FILE = "silero_vad.onnx"
+VAD_DISTRIBUTION, VAD_PACKAGE_FILE = "silero-vad", "silero_vad/data/silero_vad.onnx"
+"""Silero VAD's weights (MIT), as the silero-vad package on PyPI ships them: the export copies the
+file into the stream model's folder, so serving needs neither the package nor torch."""
 
 
 @dataclass
@@ -55,6 +61,12 @@ class Deployment:
     runtimes: dict = field(default_factory=dict)
     """cpu target: network -> {"runtime", "precision"} where it is not ONNX Runtime (the export's
     precision choice, e.g. OpenVINO in bf16)."""
+    max_streams: int = 64
+    """Live streams the streaming model serves at once; past it a new stream gets an error."""
+    stream_idle_seconds: float = 10.0
+    """A stream that sends no audio for this long is ended and its state freed."""
+    segmentation: dict = field(default_factory=dict)
+    """Segmentation rules that differ from the defaults (serving.steps.segmentation.SegmentationRules)."""
     max_batch_seconds: float = 16.0
     """cpu target: an audio network runs at most this much padded audio at once, so that its
     memory peak is that of one long utterance, not of 8 (8 x 15 s grew HuBERT's step by 2.6 GB,
@@ -163,6 +175,72 @@ def ensemble_config(all_specs: dict[str, specs.ModelSpec], deployment: Deploymen
     return config
 
 
+def stream_config(deployment: Deployment) -> mc.ModelConfig:
+    """The streaming model: decoupled, under the sequence batcher (one sequence per stream).
+
+    The `oldest` strategy gives every live stream a slot (twice max_streams, so that a stream past
+    the model's limit reaches the model and is told so, instead of waiting in the backlog); its
+    batches are of chunks of different streams, which the model takes one by one."""
+    spec = specs.stream_spec()
+    config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=deployment.max_batch_size)
+    for tensor in spec.inputs:
+        tensor_config(config.input.add(), tensor, native=False, ragged=True)
+    config.input[-1].optional = True  # the chunks' rate: checked where given
+    for tensor in spec.outputs:
+        tensor_config(config.output.add(), tensor, native=False, ragged=False)
+    config.model_transaction_policy.decoupled = True
+    batcher = config.sequence_batching
+    batcher.max_sequence_idle_microseconds = round(deployment.stream_idle_seconds * 1e6)
+    batcher.oldest.max_candidate_sequences = 2 * deployment.max_streams
+    batcher.oldest.max_queue_delay_microseconds = 0
+    control = mc.ModelSequenceBatching.Control
+    for name, kind in zip(specs.STREAM_CONTROLS, (control.CONTROL_SEQUENCE_START, control.CONTROL_SEQUENCE_END,
+                                                   control.CONTROL_SEQUENCE_CORRID)):
+        entry = batcher.control_input.add(name=name)
+        if kind == control.CONTROL_SEQUENCE_CORRID:
+            entry.control.add(kind=kind, data_type=mc.TYPE_UINT64)
+        else:
+            entry.control.add(kind=kind, int32_false_true=[0, 1])
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    ensemble = specs.ENSEMBLE_OUTPUTS
+    parameters = {
+        keys.INPUT_ROLES: json.dumps({t.role: t.name for t in spec.inputs}),
+        keys.OUTPUT_ROLES: json.dumps({t.role: t.name for t in spec.outputs}),
+        keys.SAMPLE_RATE: str(contract.SAMPLE_RATE), keys.MAX_AUDIO_SECONDS: str(deployment.max_audio_seconds),
+        keys.VAD_FILE: VAD_FILE, keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
+        keys.MAX_STREAMS: str(deployment.max_streams), keys.STREAM_IDLE_SECONDS: str(deployment.stream_idle_seconds),
+        keys.MAX_CHUNK_SECONDS: str(contract.MAX_CHUNK_SECONDS),
+        keys.CLASSIFIER: json.dumps({"model": contract.ENSEMBLE, "audio": contract.AUDIO,
+                                     **{role: name for name, (_, role) in ensemble.items()}}),
+    }
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def vad_package_file() -> Path:
+    """Silero VAD's ONNX file in the installed silero-vad package (found through the
+    distribution's file list: importing the package would import torch)."""
+    import importlib.metadata
+
+    try:
+        distribution = importlib.metadata.distribution(VAD_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{VAD_DISTRIBUTION} is not installed: the export extra brings it "
+                                "(pip install '.[export]', or make setup)") from None
+    path = Path(distribution.locate_file(VAD_PACKAGE_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(f"{VAD_DISTRIBUTION} {distribution.version} has no {VAD_PACKAGE_FILE}")
+    return path
+
+
+def write_stream_model(root: Path, deployment: Deployment) -> None:
+    directory = root / contract.STREAM
+    write_config(stream_config(deployment), directory)
+    install_step(directory, STREAM_STEP_MODULE)
+    shutil.copyfile(vad_package_file(), model_directory(root, contract.STREAM) / VAD_FILE)
+
+
 def write_config(config: mc.ModelConfig, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.pbtxt").write_text(text_format.MessageToString(config))
@@ -199,6 +277,7 @@ def write_repository(root: Path, all_specs: dict[str, specs.ModelSpec], deployme
             (model_directory(root, spec.name) / "model.py").unlink(missing_ok=True)
     write_config(ensemble_config(all_specs, deployment), root / contract.ENSEMBLE)
     model_directory(root, contract.ENSEMBLE).mkdir(exist_ok=True)
+    write_stream_model(root, deployment)
 
 
 def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int) -> None:

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, SAMPLE_RATE
+from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM
 from ser_triton.serving import admin, lifetime, processes, server_log
 from ser_triton.serving.supervisor import ServerError, check_ports_free, wait_until_ready
 
@@ -59,6 +59,17 @@ class EdgeError(ServerError):
 def max_request_bytes(max_audio_seconds: float) -> int:
     """The largest request body the edge takes: one request of the longest audio, plus headroom."""
     return int(max_audio_seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE + HEADROOM_BYTES
+
+
+STREAM_OVERHEAD_BYTES_PER_SECOND = 50 * 256
+"""What a stream carries besides its samples: up to 256 bytes of framing per chunk, 50 chunks
+(20 ms each) a second."""
+
+
+def max_stream_bytes(max_stream_seconds: float) -> int:
+    """The largest body of one live stream: its longest audio, its chunks' framing, headroom."""
+    return round(max_stream_seconds * (SAMPLE_RATE * BYTES_PER_SAMPLE + STREAM_OVERHEAD_BYTES_PER_SECOND)) \
+        + HEADROOM_BYTES
 
 
 def served_audio_seconds(repository: Path) -> float:
@@ -99,7 +110,8 @@ def read_client_keys(path: Path) -> list[str]:
 class EdgeSettings:
     """What a deployment sets on its edge; the defaults are `make serve`'s."""
     max_audio_seconds: float = MAX_SECONDS
-    models: tuple[str, ...] = (ENSEMBLE,)
+    max_stream_seconds: float = MAX_STREAM_SECONDS
+    models: tuple[str, ...] = (ENSEMBLE, STREAM)
     """The models clients may call (inference, metadata, readiness); every other one is refused."""
     client_keys: Path | None = None
     """A file of client keys, one a line; None: no key needed (loopback, or a trusted network)."""
@@ -119,6 +131,10 @@ class EdgeSettings:
     @property
     def max_body_bytes(self) -> int:
         return max_request_bytes(self.max_audio_seconds)
+
+    @property
+    def max_stream_body_bytes(self) -> int:
+        return max_stream_bytes(self.max_stream_seconds)
 
     @property
     def tls(self) -> bool:
@@ -165,7 +181,7 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
         work=work, error_log=error_log, host=host, http_port=http_port, grpc_port=grpc_port,
         http_servers=servers(lambda u: u.http_port), grpc_servers=servers(lambda u: u.grpc_port),
         models="|".join(re.escape(model) for model in settings.models),
-        max_body=settings.max_body_bytes, client_keys=client_keys,
+        max_body=settings.max_body_bytes, max_stream_body=settings.max_stream_body_bytes, client_keys=client_keys,
         tls_listen=" ssl" if settings.tls else "", tls_settings=tls_settings, admin_header=admin.ADMIN_HEADER,
         too_large=(f"request body over {settings.max_body_bytes} bytes: this server takes audio of at most {audio} "
                    f"a request (float32 at {SAMPLE_RATE} Hz, binary); split longer recordings (the client does)"),
@@ -287,8 +303,10 @@ def parse_arguments(argv) -> argparse.Namespace:
     parser.add_argument("--max-audio-seconds", type=float, default=MAX_SECONDS,
                         help=f"the longest audio a request may carry: the export's --max-audio-seconds "
                              f"(default {MAX_SECONDS:g})")
+    parser.add_argument("--max-stream-seconds", type=float, default=MAX_STREAM_SECONDS,
+                        help=f"the longest live stream (default {MAX_STREAM_SECONDS:g})")
     parser.add_argument("--model", action="append", dest="models", metavar="NAME",
-                        help=f"a model clients may call (default {ENSEMBLE}); repeat for more")
+                        help=f"a model clients may call (default {ENSEMBLE} and {STREAM}); repeat for more")
     parser.add_argument("--client-keys", type=Path, metavar="FILE", help="require one of these keys (one a line)")
     parser.add_argument("--tls-certificate", type=Path, metavar="FILE")
     parser.add_argument("--tls-key", type=Path, metavar="FILE")
@@ -299,8 +317,9 @@ def parse_arguments(argv) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     try:
-        settings = EdgeSettings(args.max_audio_seconds, tuple(args.models or (ENSEMBLE,)), args.client_keys,
-                                args.tls_certificate, args.tls_key)
+        settings = EdgeSettings(args.max_audio_seconds, args.max_stream_seconds,
+                                tuple(args.models or (ENSEMBLE, STREAM)), args.client_keys, args.tls_certificate,
+                                args.tls_key)
         work = Path(tempfile.mkdtemp(prefix="ser-edge-"))
         config = render(settings, args.upstream, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                         work=work, error_log="stderr")

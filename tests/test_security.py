@@ -323,7 +323,7 @@ def routes(config: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("settings", [edge.EdgeSettings(), edge.EdgeSettings(models=("ser", "ser_stream"))])
+@pytest.mark.parametrize("settings", [edge.EdgeSettings(), edge.EdgeSettings(models=("ser",))])
 def test_the_edge_config_has_no_catch_all_route_and_forwards_only_the_clients_routes(settings, tmp_path):
     config = edge.render(settings, [edge.Upstream("127.0.0.1", 1, 2)], host="127.0.0.1", http_port=8000,
                          grpc_port=8001, work=tmp_path, error_log="stderr")
@@ -336,9 +336,12 @@ def test_the_edge_config_has_no_catch_all_route_and_forwards_only_the_clients_ro
         if pattern.endswith('/infer$"'):  # HTTP inference: only the served models, bounded
             assert pattern.startswith(f'~ "^/v2/models/({models})') and "limit_except POST" in block
             assert f"client_max_body_size {settings.max_body_bytes};" in block
+        elif pattern.endswith("/ModelInfer"):
+            assert f"client_max_body_size {settings.max_body_bytes};" in block
+        elif pattern.endswith("/ModelStreamInfer"):  # a live stream: every chunk is one body
+            assert f"client_max_body_size {settings.max_stream_body_bytes};" in block
         elif "GRPCInferenceService" in pattern:
-            if "ModelInfer" in pattern:
-                assert f"client_max_body_size {settings.max_body_bytes};" in block
+            assert "client_max_body_size" not in block
         else:  # HTTP: health and read-only metadata, GET only
             assert "limit_except GET { deny all; }" in block, pattern
             assert "/v2/health/" in pattern or pattern.startswith(("= /v2", '~ "^/v2/models')), pattern

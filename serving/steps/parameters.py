@@ -29,3 +29,16 @@ CTC_VOCAB_FILE = "ctc_vocab_file"
 
 # emotion_label
 LABELS = "labels"
+
+# stream (the streaming model, contract.STREAM)
+VAD_FILE = "vad_file"
+"""Silero VAD's ONNX file, next to model.py."""
+SEGMENTATION_RULES = "segmentation_rules"
+"""JSON {rule: value} that changes the defaults of steps.segmentation.SegmentationRules."""
+MAX_STREAMS = "max_streams"
+"""Streams served at once; past it a new stream gets an error at its first chunk."""
+STREAM_IDLE_SECONDS = "stream_idle_seconds"
+"""A stream with no chunk for this long is ended and its state freed."""
+MAX_CHUNK_SECONDS = "max_chunk_seconds"
+CLASSIFIER = "classifier"
+"""JSON {"model": the ensemble, "audio"/"probabilities"/"transcript"/"label": its tensors}."""

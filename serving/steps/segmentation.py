@@ -1,0 +1,425 @@
+"""Utterances out of a live stream or a long recording: Silero VAD and the segmentation rules.
+
+A live call arrives in chunks of any size; the emotion model wants one speaker turn at a time
+(IEMOCAP-like: 1-20 s, mean ~4.5 s). `SpeechDetector` runs Silero VAD's ONNX model (shipped by
+the `silero-vad` package, which `make export` copies into the stream model's folder; run here
+with ONNX Runtime, no torch) over 32 ms windows and gives a
+speech probability per window. `Segmenter` turns those probabilities into events: `SpeechStart`
+when speech is confirmed, `Interim` every few seconds of a still-running utterance, `Utterance`
+when it ends (a pause, the longest length, or the end of the stream). `SegmentationRules` is the
+one place for the rules; `segment` is the offline path over a whole recording.
+
+Every decision depends on audio time (window indices) only, never on how the audio was chunked:
+any chunking gives the same events, with the same sample-exact boundaries. Times are sample
+indices from the start of the stream; `*_seconds` divides them by SAMPLE_RATE.
+"""
+
+import dataclasses
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime
+
+SAMPLE_RATE = 16_000
+"""The rate of Silero's 16 kHz model, and of the ensemble (core.contract.SAMPLE_RATE: a test
+checks they agree; the steps read nothing of the package that exports them)."""
+WINDOW = 512
+"""Samples per VAD window at 16 kHz (32 ms): the only window size Silero's 16 kHz model takes."""
+CONTEXT = 64
+"""Samples of the previous window that the model sees in front of each window (zeros at first)."""
+WINDOW_SECONDS = WINDOW / SAMPLE_RATE
+LONGEST_SECONDS = 3600.0
+"""A sanity bound of max_seconds; the stream step holds it to the ensemble's own audio limit."""
+
+
+def vad_session(path) -> onnxruntime.InferenceSession:
+    """A session of Silero VAD's ONNX file (one for all the streams of a model: run is thread-safe);
+    a window is tiny, so one thread per run, as the package's own OnnxWrapper uses."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _as_samples(samples) -> np.ndarray:
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be one-dimensional (mono), not shape {samples.shape}")
+    if samples.dtype.kind != "f":
+        raise ValueError(f"samples must be float in [-1, 1], not {samples.dtype}")
+    samples = samples.astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():  # one NaN would poison the model's state for the rest of the stream
+        raise ValueError(f"samples hold {np.count_nonzero(~np.isfinite(samples))} NaN or infinite values")
+    return samples
+
+
+class SpeechDetector:
+    """Silero VAD over a stream: feed samples in chunks of any size, get one speech probability
+    per completed 512-sample window, the same for any chunking.
+
+    The model input is [1, CONTEXT + WINDOW] float32 (the last 64 samples of the previous window,
+    then the window), `state` [2, 1, 128] float32 (zeros at the start, then the model's
+    `stateN`), and `sr` an int64 scalar; `output` [1, 1] is the probability.
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession):
+        self.session = session
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.windows = 0
+        """Windows scored so far."""
+
+    @property
+    def pending(self) -> int:
+        """Samples of the partial window waiting for the rest of it."""
+        return self._pending.size
+
+    def _score(self, window: np.ndarray) -> np.float32:
+        self._input[0, CONTEXT:] = window
+        output, self._state = self.session.run(None, {"input": self._input, "state": self._state, "sr": self._sr})
+        self._input[0, :CONTEXT] = self._input[0, -CONTEXT:]
+        self.windows += 1
+        return output[0, 0]
+
+    def feed(self, samples) -> np.ndarray:
+        """The probabilities (float32) of the windows that these samples complete."""
+        samples = np.concatenate([self._pending, _as_samples(samples)])
+        count = samples.size // WINDOW
+        probabilities = np.array([self._score(samples[i * WINDOW:(i + 1) * WINDOW]) for i in range(count)],
+                                 dtype=np.float32)
+        self._pending = samples[count * WINDOW:].copy()
+        return probabilities
+
+    def flush(self) -> np.ndarray:
+        """The last partial window, zero-padded (as silero's get_speech_timestamps does): 0 or 1
+        probabilities."""
+        if not self._pending.size:
+            return np.zeros(0, dtype=np.float32)
+        window = np.zeros(WINDOW, dtype=np.float32)
+        window[:self._pending.size] = self._pending
+        self._pending = np.zeros(0, dtype=np.float32)
+        return np.array([self._score(window)], dtype=np.float32)
+
+
+class RuleError(ValueError):
+    """A segmentation rule has a value it cannot have; the message names the rule and its range."""
+
+
+@dataclass(frozen=True)
+class SegmentationRules:
+    """How speech probabilities become utterances. Durations are in seconds.
+
+    threshold (0.5): a window is speech from this probability up; Silero's own default, tuned by
+        its authors across datasets.
+    negative_threshold (None: threshold - 0.15, as Silero): once in speech, only windows below
+        this count toward a pause, so a word's soft ending does not start the pause clock early.
+    min_speech_seconds (0.25, Silero's default): speech shorter than this (a click, a cough, a
+        lone "mm") is dropped; no utterance starts until this much speech has been heard.
+    pause_seconds (0.64 = 20 windows): this much non-speech ends an utterance. Pauses between
+        words and clauses of one turn are mostly under half a second, a turn change ~1 s. The end
+        is decided when the pause has lasted this long, counted from the first window below
+        negative_threshold: within pause + one window (0.672 s) of the end of speech as the model
+        hears it (its own lag is a window or two more), so a live result can come within 1 s.
+    padding_seconds (0.15): audio kept before and after the detected speech, for the onsets and
+        tails that a 32 ms window misses (hand-cut IEMOCAP turns hold some silence too). Must be
+        shorter than the pause, so the padding after speech has arrived when the end is decided.
+    max_seconds (20.0): the longest utterance, IEMOCAP's longest turns, well inside the server's
+        audio limit (30 s by default); a longer stretch of speech is split.
+    split_search_seconds (5.0): at max_seconds, the utterance is cut at the quietest window
+        (lowest speech probability) of its last this-many seconds, not at the limit itself: a
+        5 s stretch nearly always holds a breath or a phrase boundary, and pieces stay >= 15 s.
+    interim_seconds (5.0, None for none): a running utterance gives an Interim every this-many
+        seconds of its audio (about one mean IEMOCAP utterance), so a long turn shows results
+        before it ends.
+    """
+
+    threshold: float = 0.5
+    negative_threshold: float | None = None
+    min_speech_seconds: float = 0.25
+    pause_seconds: float = 0.64
+    padding_seconds: float = 0.15
+    max_seconds: float = 20.0
+    split_search_seconds: float = 5.0
+    interim_seconds: float | None = 5.0
+
+    def __post_init__(self):
+        for rule in dataclasses.fields(self):
+            value = getattr(self, rule.name)
+            if value is None and rule.name in ("negative_threshold", "interim_seconds"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RuleError(f"segmentation rule {rule.name}: must be a finite number, not {value!r}")
+        self._check("threshold", 0.0, 1.0, low_open=True, high_open=True)
+        if self.negative_threshold is not None:
+            self._check("negative_threshold", 0.0, self.threshold, low_open=True, high_name="threshold")
+        self._check("max_seconds", 1.0, LONGEST_SECONDS)
+        self._check("pause_seconds", WINDOW_SECONDS, self.max_seconds, high_open=True, high_name="max_seconds")
+        self._check("padding_seconds", 0.0, self.pause_seconds, high_open=True, high_name="pause_seconds")
+        self._check("min_speech_seconds", 0.0, self.max_seconds, high_open=True, high_name="max_seconds")
+        self._check("split_search_seconds", WINDOW_SECONDS, self.max_seconds / 2, high_name="max_seconds / 2")
+        if self.interim_seconds is not None:
+            self._check("interim_seconds", WINDOW_SECONDS, self.max_seconds, high_name="max_seconds")
+
+    def _check(self, name, low, high, low_open=False, high_open=False, high_name=None):
+        value = getattr(self, name)
+        if (value > low if low_open else value >= low) and (value < high if high_open else value <= high):
+            return
+        upper = f"{high:g}" + (f" ({high_name})" if high_name else "")
+        raise RuleError(f"segmentation rule {name}={value!r} is out of range: allowed "
+                        f"{low:g} {'<' if low_open else '<='} {name} {'<' if high_open else '<='} {upper}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None = None, **overrides) -> "SegmentationRules":
+        """The defaults with some rules changed: from a dict (a config file's) and/or keywords."""
+        values = {**(values or {}), **overrides}
+        known = [rule.name for rule in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise RuleError(f"unknown segmentation rule(s) {', '.join(map(repr, unknown))}: "
+                            f"the rules are {', '.join(known)}")
+        return cls(**values)
+
+    @property
+    def negative(self) -> float:
+        """The pause threshold in force."""
+        if self.negative_threshold is not None:
+            return self.negative_threshold
+        return max(self.threshold - 0.15, 0.01)
+
+    @staticmethod
+    def _samples(seconds: float) -> int:
+        return round(seconds * SAMPLE_RATE)
+
+    @property
+    def min_speech_samples(self) -> int:
+        return self._samples(self.min_speech_seconds)
+
+    @property
+    def pause_samples(self) -> int:
+        return self._samples(self.pause_seconds)
+
+    @property
+    def padding_samples(self) -> int:
+        return self._samples(self.padding_seconds)
+
+    @property
+    def max_samples(self) -> int:
+        return self._samples(self.max_seconds)
+
+    @property
+    def split_search_windows(self) -> int:
+        return max(1, self._samples(self.split_search_seconds) // WINDOW)
+
+    @property
+    def interim_samples(self) -> int | None:
+        return None if self.interim_seconds is None else self._samples(self.interim_seconds)
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    """Speech has been confirmed; its utterance's audio begins at `start` (padding included)."""
+
+    start: int
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / SAMPLE_RATE
+
+
+@dataclass(frozen=True, eq=False)
+class _Span:
+    start: int
+    end: int
+    samples: np.ndarray = field(repr=False)
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def end_seconds(self) -> float:
+        return self.end / SAMPLE_RATE
+
+    def __eq__(self, other):
+        return (type(other) is type(self) and (self.start, self.end) == (other.start, other.end)
+                and np.array_equal(self.samples, other.samples))
+
+    __hash__ = None
+
+
+class Utterance(_Span):
+    """One finished utterance: samples[start:end] of the stream, padding included."""
+
+
+class Interim(_Span):
+    """A still-running utterance so far, from its start to the end of the latest window."""
+
+
+class _Audio:
+    """The stream's samples from `start` on, in a growing array that is trimmed at the front."""
+
+    def __init__(self):
+        self.start = 0
+        self._data = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        self._first = self._end = 0  # the data in use: _data[_first:_end]
+
+    def __len__(self) -> int:
+        return self._end - self._first
+
+    def append(self, samples: np.ndarray) -> None:
+        if self._end + samples.size > self._data.size:
+            kept = self._data[self._first:self._end]
+            grown = np.zeros(max(SAMPLE_RATE, 2 * (kept.size + samples.size)), dtype=np.float32)
+            grown[:kept.size] = kept
+            self._data, self._first, self._end = grown, 0, kept.size
+        self._data[self._end:self._end + samples.size] = samples
+        self._end += samples.size
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        assert self.start <= start <= end <= self.start + len(self)
+        return self._data[self._first + start - self.start:self._first + end - self.start].copy()
+
+    def drop_before(self, position: int) -> None:
+        position = min(max(position, self.start), self.start + len(self))
+        self._first += position - self.start
+        self.start = position
+
+
+class Segmenter:
+    """Chunks of a stream in, events out (SpeechStart, Interim, Utterance), in audio order.
+
+    One per stream, with its own SpeechDetector (the ONNX session behind them is shared). Holds
+    only the current utterance's audio and the padding look-back, so memory stays bounded (under
+    max_seconds, besides the latest chunk) over a stream of any length.
+    """
+
+    def __init__(self, detector: SpeechDetector, rules: SegmentationRules | None = None):
+        self.rules = rules or SegmentationRules()
+        self.detector = detector
+        self.detector.reset()
+        self._audio = _Audio()
+        self._received = 0
+        self._finished = False
+        self._floor = 0  # no utterance starts before this: the end of the previous one
+        self._history = deque(maxlen=self.rules.split_search_windows)  # (window, probability)
+        self._idle()
+
+    def _idle(self) -> None:
+        self._speech = None  # the first speech window's start, while in an utterance
+        self._start = None  # the utterance's audio start (padding included)
+        self._silence = None  # where the current pause began, if one has
+        self._confirmed = False
+        self._next_interim = None
+
+    @property
+    def buffered(self) -> int:
+        """Samples held."""
+        return len(self._audio)
+
+    @property
+    def position(self) -> int:
+        """Samples received so far."""
+        return self._received
+
+    def feed(self, samples) -> list:
+        """The events that these samples decide."""
+        if self._finished:
+            raise RuntimeError("the stream has finished: start a new Segmenter")
+        samples = _as_samples(samples)
+        self._audio.append(samples)
+        self._received += samples.size
+        events, first = [], self.detector.windows
+        for window, probability in enumerate(self.detector.feed(samples), start=first):
+            events += self._window(window, float(probability), (window + 1) * WINDOW)
+        self._audio.drop_before(self._start if self._speech is not None
+                                else max(self._floor, self.detector.windows * WINDOW - self.rules.padding_samples))
+        return events
+
+    def finish(self) -> list:
+        """The end of the stream: the last partial window, then the running utterance, if any."""
+        if self._finished:
+            return []
+        events = []
+        for probability in self.detector.flush():
+            events += self._window(self.detector.windows - 1, float(probability), self._received)
+        self._finished = True
+        if self._speech is not None:
+            speech_end = self._received if self._silence is None else self._silence
+            if self._confirmed or speech_end - self._speech >= self.rules.min_speech_samples:
+                if not self._confirmed:
+                    events.append(SpeechStart(self._start))
+                end = min(self._received, speech_end + self.rules.padding_samples)
+                events.append(Utterance(self._start, end, self._audio.slice(self._start, end)))
+        self._idle()
+        self._audio.drop_before(self._received)
+        return events
+
+    def _window(self, window: int, probability: float, now: int) -> list:
+        """One window's decisions; `now` is the end of the window (of the stream, for the last)."""
+        rules, events = self.rules, []
+        self._history.append((window, probability))
+        begins = window * WINDOW
+        if self._speech is None:
+            if probability < rules.threshold:
+                return events
+            self._speech = begins
+            self._start = max(self._floor, begins - rules.padding_samples)
+        if probability >= rules.threshold:
+            self._silence = None
+        elif probability < rules.negative and self._silence is None:
+            self._silence = begins
+        if self._silence is not None and now - self._silence >= rules.pause_samples:
+            if self._confirmed:
+                end = self._silence + rules.padding_samples
+                events.append(Utterance(self._start, end, self._audio.slice(self._start, end)))
+                self._floor = end
+            self._idle()
+            return events
+        if not self._confirmed and self._silence is None and now - self._speech >= rules.min_speech_samples:
+            self._confirmed = True
+            events.append(SpeechStart(self._start))
+            if rules.interim_samples:
+                self._next_interim = self._start + rules.interim_samples
+        if now + WINDOW - self._start > rules.max_samples:
+            return events + self._split(now)
+        if self._next_interim is not None and now >= self._next_interim:
+            events.append(Interim(self._start, now, self._audio.slice(self._start, now)))
+            self._next_interim += rules.interim_samples
+        return events
+
+    def _split(self, now: int) -> list:
+        """The utterance has reached its longest: cut it in the middle of the quietest recent
+        window, then replay the windows after the cut, which start the next utterance."""
+        first = self._speech // WINDOW + 1  # never at the very first speech window
+        candidates = [(p, w) for w, p in self._history if w >= first]
+        if candidates:
+            _, quietest = min(candidates, key=lambda c: (c[0], -c[1]))  # the latest of equal ones
+            cut = quietest * WINDOW + WINDOW // 2
+        else:  # padding as long as the search: nothing to choose from
+            quietest, cut = now // WINDOW, now
+        events = []
+        if self._confirmed:
+            events.append(Utterance(self._start, cut, self._audio.slice(self._start, cut)))
+        self._floor = cut
+        self._idle()
+        replay = [(w, p) for w, p in self._history if w > quietest]
+        self._history.clear()
+        for w, p in replay:
+            events += self._window(w, p, min(now, (w + 1) * WINDOW))
+        return events
+
+
+def segment(samples, detector: SpeechDetector, rules: SegmentationRules | None = None) -> list:
+    """The utterances of a whole recording: the same as streaming it through a Segmenter, which
+    it does in 10 s chunks, so that no copy of the whole recording is held besides the caller's."""
+    samples, segmenter, events = _as_samples(samples), Segmenter(detector, rules), []
+    for start in range(0, samples.size, 10 * SAMPLE_RATE):
+        events += segmenter.feed(samples[start:start + 10 * SAMPLE_RATE])
+    return [event for event in events + segmenter.finish() if isinstance(event, Utterance)]

@@ -1,0 +1,230 @@
+"""The streaming model: live audio in chunks, speech segmented on the server, each utterance classified.
+
+A decoupled Python model under Triton's sequence batcher: one sequence (CORRID) per stream, its
+first chunk flagged start and its last end; the state of each stream (its Segmenter: Silero VAD
+and the segmentation rules) lives here between chunks. Every chunk's request answers with the
+events its audio decides, through the request's own response sender, then a final flag:
+- speech_start at once;
+- utterance (start, end, emotion, probabilities, transcript) once the ensemble has classified
+  that span of audio, and interim (the running utterance so far) every few seconds of audio:
+  each through a BLS call to the ensemble, so the utterances of many streams are batched
+  together by its dynamic batcher, and the stream goes on meanwhile.
+A stream's events leave in audio order. Bounds: at most `max_streams` streams at once (past it a
+new stream gets an error at its first chunk and the others go on); a stream idle for
+`stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk
+(not 16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
+"""
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from . import parameters
+from .backend import Step
+from .segmentation import Interim, RuleError, SegmentationRules, Segmenter, SpeechDetector, SpeechStart, vad_session
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+ENDED_REMEMBERED = 4096
+"""How many ended streams' reasons are kept, to answer a late chunk with why its stream ended."""
+
+
+class StreamEnded(Exception):
+    """The stream cannot go on; the message says why and what to do."""
+
+
+class Stream:
+    def __init__(self, segmenter: Segmenter):
+        self.segmenter = segmenter
+        self.last_chunk = time.monotonic()
+        self.sent = None
+        """The task that sends the previous chunk's events: the next chunk's wait for it (audio order)."""
+
+
+def _value(request, name, default=None):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return default if tensor is None else tensor.as_numpy()
+
+
+class TritonPythonModel(Step):
+    def setup(self):
+        self.sample_rate = int(self.parameters[parameters.SAMPLE_RATE])
+        self.max_audio_seconds = float(self.parameters[parameters.MAX_AUDIO_SECONDS])
+        self.rules = self._rules(json.loads(self.parameters.get(parameters.SEGMENTATION_RULES, "{}")))
+        self.max_streams = int(self.parameters[parameters.MAX_STREAMS])
+        self.idle_seconds = float(self.parameters[parameters.STREAM_IDLE_SECONDS])
+        self.max_chunk_samples = int(float(self.parameters[parameters.MAX_CHUNK_SECONDS]) * self.sample_rate)
+        self.classifier = json.loads(self.parameters[parameters.CLASSIFIER])
+        self.session = vad_session(self.file(parameters.VAD_FILE))
+        self.streams: dict[int, Stream] = {}
+        self.ended: OrderedDict[int, str] = OrderedDict()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        threading.Thread(target=self._sweep, name="stream-idle-sweep", daemon=True).start()
+
+    def _rules(self, values: dict) -> SegmentationRules:
+        rules = SegmentationRules.from_dict(values)
+        if rules.max_seconds > self.max_audio_seconds:
+            raise RuleError(f"segmentation rule max_seconds={rules.max_seconds:g} is over the ensemble's audio limit "
+                            f"({self.max_audio_seconds:g} s): lower it, or export with a higher --max-audio-seconds")
+        return rules
+
+    def finalize(self):
+        self.stopping.set()
+
+    # --- stream bookkeeping -------------------------------------------------------------------
+
+    def _end(self, corrid: int, reason: str) -> None:
+        with self.lock:
+            self.streams.pop(corrid, None)
+            self.ended[corrid] = reason
+            while len(self.ended) > ENDED_REMEMBERED:
+                self.ended.popitem(last=False)
+
+    def _sweep(self) -> None:
+        """End the streams that sent nothing for idle_seconds (their client stopped, or went away)."""
+        while not self.stopping.wait(min(1.0, self.idle_seconds / 4)):
+            now = time.monotonic()
+            with self.lock:
+                idle = [c for c, s in self.streams.items() if now - s.last_chunk > self.idle_seconds]
+            for corrid in idle:
+                self._end(corrid, f"it sent no audio for over {self.idle_seconds:g} s")
+
+    def _open(self, corrid: int, request) -> Stream:
+        rules = self.rules
+        given = json.loads(request.parameters() or "{}").get("segmentation")
+        if given:
+            try:
+                rules = self._rules({**dataclasses.asdict(self.rules), **json.loads(given)})
+            except (RuleError, ValueError, TypeError) as error:
+                raise StreamEnded(f"this stream's segmentation parameter is not usable: {error}") from None
+        with self.lock:
+            self.streams.pop(corrid, None)
+            self.ended.pop(corrid, None)
+            if len(self.streams) >= self.max_streams:
+                raise StreamEnded(f"the server is at its limit of {self.max_streams} live streams: try again in a "
+                                  "moment (or on another replica)")
+            stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session), rules))
+        return stream
+
+    def _stream(self, corrid: int, start: bool, request) -> Stream:
+        if start:
+            return self._open(corrid, request)
+        with self.lock:
+            stream = self.streams.get(corrid)
+            reason = self.ended.get(corrid)
+        if stream is None:
+            raise StreamEnded(f"stream {corrid} has ended ({reason}): open a new stream" if reason else
+                              f"stream {corrid} is not open: flag its first chunk as the start of the stream")
+        return stream
+
+    def _chunk(self, request, end: bool) -> np.ndarray:
+        rate = _value(request, self.inputs["rate"])
+        if rate is not None and int(rate.reshape(-1)[0]) != self.sample_rate:
+            raise StreamEnded(f"{self.inputs['rate']} is {int(rate.reshape(-1)[0])} Hz: send mono {self.sample_rate} Hz "
+                              "float32 chunks (the ser client resamples)")
+        chunk = _value(request, self.inputs["audio"]).reshape(-1)
+        name = self.inputs["audio"]
+        if chunk.size == 0 and not end:
+            raise StreamEnded(f"{name} is empty: only the end-of-stream request may carry no audio")
+        if chunk.size > self.max_chunk_samples:
+            raise StreamEnded(f"{name} holds {chunk.size / self.sample_rate:.1f} s: send chunks of at most "
+                              f"{self.max_chunk_samples / self.sample_rate:g} s")
+        bad = np.count_nonzero(~np.isfinite(chunk))
+        if bad:
+            raise StreamEnded(f"{name} has {bad} NaN or infinite samples: send finite float32 samples")
+        return chunk
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def execute(self, requests):
+        for request in requests:
+            self._handle(request)
+        # The bundled stub (2.51) files this coroutine's future only after scheduling it, and logs
+        # "Cannot remove future from background" for one that finished before: a millisecond apart.
+        await asyncio.sleep(0.001)
+        return None
+
+    def _handle(self, request) -> None:
+        sender = request.get_response_sender()
+        corrid = int(_value(request, "CORRID").reshape(-1)[0])
+        start = bool(_value(request, "SEQUENCE_START").reshape(-1)[0])
+        end = bool(_value(request, "SEQUENCE_END").reshape(-1)[0])
+        try:
+            stream = self._stream(corrid, start, request)
+            chunk = self._chunk(request, end)
+            stream.last_chunk = time.monotonic()
+            events = stream.segmenter.feed(chunk) if chunk.size else []
+            if end:
+                events += stream.segmenter.finish()
+        except (StreamEnded, ValueError) as error:
+            self._end(corrid, str(error))
+            self._send(sender, pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)), FINAL)
+            return
+        # classification starts now, for every utterance of every stream; the events leave in order
+        results = [event if isinstance(event, SpeechStart) else asyncio.ensure_future(self._classify(event))
+                   for event in events]
+        stream.sent = asyncio.ensure_future(self._send_in_order(sender, stream.sent, results, corrid))
+        if end:
+            self._end(corrid, "its end was flagged")
+
+    async def _send_in_order(self, sender, previous, results, corrid: int) -> None:
+        if previous is not None:
+            await previous
+        try:
+            for result in results:
+                if isinstance(result, SpeechStart):
+                    response = self._event("speech_start", result.start, -1)
+                else:
+                    response = await result
+                if not self._send(sender, response):
+                    self._end(corrid, "its client went away")
+                    return
+        except StreamEnded as error:
+            self._end(corrid, str(error))
+            self._send(sender, pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(error), pb_utils.TritonError.INTERNAL)), FINAL)
+            return
+        self._send(sender, None, FINAL)
+
+    async def _classify(self, span):
+        tensors = self.classifier
+        request = pb_utils.InferenceRequest(
+            model_name=tensors["model"], inputs=[pb_utils.Tensor(tensors["audio"], span.samples[np.newaxis])],
+            requested_output_names=[tensors["probabilities"], tensors["transcript"], tensors["label"]])
+        answer = await request.async_exec()
+        if answer.has_error():
+            raise StreamEnded(f"classifying the utterance {span.start}-{span.end} failed: {answer.error().message()}")
+
+        def output(name):
+            return pb_utils.get_output_tensor_by_name(answer, tensors[name]).as_numpy()
+
+        event = "interim" if isinstance(span, Interim) else "utterance"
+        return self._event(event, span.start, span.end, output("label").reshape(-1)[0],
+                           output("probabilities").reshape(1, -1), output("transcript").reshape(-1)[0])
+
+    def _event(self, event: str, start: int, end: int, label=None, probabilities=None, transcript=None):
+        outputs = {"event": np.array([[event.encode()]], dtype=np.object_),
+                   "start": np.array([[start]], dtype=np.int64), "end": np.array([[end]], dtype=np.int64)}
+        if label is not None:
+            outputs |= {"label": np.array([[label]], dtype=np.object_),
+                        "probabilities": probabilities.astype(np.float32),
+                        "transcript": np.array([[transcript]], dtype=np.object_)}
+        return self.respond(outputs)
+
+    @staticmethod
+    def _send(sender, response, flags: int = 0) -> bool:
+        """Send; False where the client has gone (its stream was cancelled or closed)."""
+        try:
+            if sender.is_cancelled():
+                return False
+            sender.send(response, flags=flags)
+            return True
+        except Exception:  # noqa: BLE001 - pb_utils raises its own TritonModelException: the stream is gone
+            return False
