@@ -1,0 +1,492 @@
+"""Live audio on the real server (tiny export): the streaming model, the client's stream, the CLI.
+
+A conversation is made of the recorded sentences with known pauses between them; the truth is
+where each sentence's samples are.
+"""
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import tritonclient.grpc as grpcclient
+
+from ser_triton import samples
+from ser_triton.client import live_input, timeline
+from ser_triton.client.library import ClientError, SERClient
+from ser_triton.core import contract
+from ser_triton.core.audio import load_audio
+from ser_triton.export.refresh import refresh
+from tests.conftest import REPO_ROOT, start_server
+from tests.server_helpers import descendants, end, free_ports, start_launcher
+
+pytestmark = pytest.mark.server
+RATE = contract.SAMPLE_RATE
+
+
+def seconds(value: float) -> int:
+    return round(value * RATE)
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[np.ndarray]:
+    """The four sentences at 16 kHz, cut to their speech."""
+    cut = []
+    for path in samples.sentences():
+        audio = load_audio(path)
+        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+        cut.append(audio[loud[0]:loud[-1] + 1])
+    return cut
+
+
+def joined(parts) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Sentences (arrays) and pauses (seconds) in a row; where each sentence is."""
+    pieces, truth, position = [], [], 0
+    for part in parts:
+        piece = part if isinstance(part, np.ndarray) else np.zeros(seconds(part), np.float32)
+        if isinstance(part, np.ndarray):
+            truth.append((position, position + piece.size))
+        pieces.append(piece)
+        position += piece.size
+    return np.concatenate(pieces), truth
+
+
+@pytest.fixture(scope="module")
+def conversation(sentences):
+    return joined([1.2, *[p for s in sentences for p in (s, 1.5)]])
+
+
+def chunked(audio: np.ndarray, size: int):
+    return [audio[i:i + size] for i in range(0, audio.size, size)]
+
+
+def events_of(server_or_url, chunks, rate: int = RATE, segmentation: dict | None = None) -> list:
+    url = server_or_url if isinstance(server_or_url, str) else server_or_url.grpc_url
+    with SERClient(url, timeout=60) as client:
+        return list(client.stream(chunks, rate, segmentation=segmentation))
+
+
+def shape(events) -> list[tuple]:
+    return [(e.event, e.start_sample, e.end_sample) for e in events]
+
+
+def test_any_chunking_gives_the_same_events(tiny_server, conversation):
+    audio, _ = conversation
+    random = np.random.default_rng(3)
+    cuts = np.cumsum(random.integers(seconds(0.01), seconds(1.5), 200))
+    chunkings = {"20 ms": chunked(audio, seconds(0.02)), "100 ms": chunked(audio, seconds(0.1)),
+                 "1 s": chunked(audio, RATE), "whole": [audio],
+                 "random": np.split(audio, cuts[cuts < audio.size])}
+    found = {name: events_of(tiny_server, chunks) for name, chunks in chunkings.items()}
+    reference = found["100 ms"]
+    assert [e.event for e in reference] == ["speech_start", "utterance"] * 4
+    for name, events in found.items():
+        assert shape(events) == shape(reference), name
+        for got, want in zip(events, reference):
+            if want.probabilities is not None:
+                np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()),
+                                           atol=1e-5, err_msg=name)
+                assert got.transcript == want.transcript and got.label == want.label
+
+
+def test_each_utterance_is_the_answer_for_its_span_alone(tiny_server, conversation):
+    audio, _ = conversation
+    utterances = [e for e in events_of(tiny_server, chunked(audio, seconds(0.1))) if e.event == "utterance"]
+    with SERClient(tiny_server.grpc_url) as client:
+        for event in utterances:
+            alone = client.classify(audio[event.start_sample:event.end_sample], sample_rate=RATE)
+            np.testing.assert_allclose(list(event.probabilities.values()), list(alone.probabilities.values()),
+                                       atol=1e-4)
+            assert event.transcript == alone.transcript
+
+
+def test_utterance_boundaries_fall_near_the_speech(tiny_server, conversation):
+    audio, truth = conversation
+    utterances = [e for e in events_of(tiny_server, [audio]) if e.event == "utterance"]
+    assert len(utterances) == len(truth)
+    for event, (start, stop) in zip(utterances, truth):
+        assert start - seconds(0.35) <= event.start_sample <= start + seconds(0.1), (event, start)
+        assert stop - seconds(0.1) <= event.end_sample <= stop + seconds(0.5), (event, stop)
+        assert event.start == event.start_sample / RATE and round(event.start * RATE) == event.start_sample
+
+
+def test_a_pause_inside_a_turn_does_not_end_it(tiny_server, sentences):
+    audio, truth = joined([0.5, sentences[0], 0.3, sentences[1], 1.5])
+    utterances = [e for e in events_of(tiny_server, [audio]) if e.event == "utterance"]
+    assert len(utterances) == 1
+    assert utterances[0].start_sample <= truth[0][0] and utterances[0].end_sample >= truth[1][1]
+
+
+def test_paced_in_real_time_each_result_comes_within_a_second_of_its_end(tiny_server, conversation, tmp_path):
+    """The pause that confirms an end, the client's chunk and the classification together."""
+    audio, _ = conversation
+    path = tmp_path / "call.wav"
+    soundfile.write(path, audio, RATE, subtype="FLOAT")
+    arrivals = []
+    with SERClient(tiny_server.grpc_url) as client:
+        began = time.monotonic()
+        for event in client.stream_file(path, realtime=True, chunk_seconds=0.1):
+            arrivals.append((event, time.monotonic() - began))
+    delays = [at - event.end for event, at in arrivals if event.event == "utterance"]
+    assert len(delays) == 4
+    assert all(delay < 1.0 for delay in delays), delays
+    # paced: an end is known only once the pause after it has arrived (pause 0.64 s - padding 0.15 s)
+    assert all(delay > 0.4 for delay in delays), delays
+
+
+def test_a_long_utterance_gives_interim_results(tiny_server, sentences):
+    audio, _ = joined([0.5, *[p for s in sentences for p in (s, 0.25)], 1.5])
+    events = events_of(tiny_server, chunked(audio, seconds(0.25)))
+    interims = [e for e in events if e.event == "interim"]
+    [utterance] = [e for e in events if e.event == "utterance"]
+    assert utterance.end - utterance.start > 10
+    assert len(interims) == int((utterance.end - utterance.start) // 5)
+    for number, interim in enumerate(interims, 1):
+        assert interim.start_sample == utterance.start_sample
+        assert abs((interim.end - interim.start) - 5 * number) < 0.05
+        assert set(interim.probabilities) == set(contract.LABELS)
+    assert [e.event for e in events].index("utterance") > [e.event for e in events].index("interim")
+
+
+def test_per_stream_rules_change_the_segmentation(tiny_server, sentences):
+    audio, _ = joined([0.5, sentences[0], 1.0, sentences[1], 2.5])
+    apart = [e for e in events_of(tiny_server, [audio]) if e.event == "utterance"]
+    together = [e for e in events_of(tiny_server, [audio], segmentation={"pause_seconds": 2.0})
+                if e.event == "utterance"]
+    assert len(apart) == 2 and len(together) == 1
+    with pytest.raises(ClientError, match="segmentation rule pause_seconds"):
+        events_of(tiny_server, [audio], segmentation={"pause_seconds": -1})
+
+
+def test_bad_chunks_end_their_stream_and_no_other(tiny_server, conversation):
+    audio, _ = conversation
+    outcome = {}
+
+    def good():
+        outcome["good"] = events_of(tiny_server, chunked(audio, seconds(0.05)))
+
+    thread = threading.Thread(target=good)
+    thread.start()
+    with pytest.raises(ClientError, match="NaN"):
+        events_of(tiny_server, [audio[:RATE], np.full(RATE, np.nan, np.float32)])
+    with pytest.raises(ClientError, match="empty"):
+        raw_stream(tiny_server.grpc_url, [(audio[:RATE], RATE, False), (audio[:0], RATE, False)])
+    with pytest.raises(ClientError, match="8000 Hz"):
+        raw_stream(tiny_server.grpc_url, [(audio[:RATE], 8000, False)])
+    with pytest.raises(ClientError, match="at most 10 s"):
+        raw_stream(tiny_server.grpc_url, [(np.zeros(seconds(11), np.float32), RATE, False)])
+    thread.join(120)
+    assert [e.event for e in outcome["good"]] == ["speech_start", "utterance"] * 4
+
+
+def raw_stream(url: str, chunks) -> list:
+    """Chunks sent as they are (no client checks): (samples, rate, end) each; ClientError on an error."""
+    answers, done = [], threading.Event()
+
+    def callback(result=None, error=None):
+        answers.append(error or result)
+        done.set()
+
+    with grpcclient.InferenceServerClient(url) as client:
+        client.start_stream(callback)
+        for number, (audio, rate, last) in enumerate(chunks):
+            chunk = grpcclient.InferInput(contract.CHUNK, [1, audio.size], "FP32")
+            chunk.set_data_from_numpy(audio[None].astype(np.float32))
+            rate_input = grpcclient.InferInput(contract.CHUNK_RATE, [1, 1], "INT32")
+            rate_input.set_data_from_numpy(np.array([[rate]], np.int32))
+            client.async_stream_infer(contract.STREAM, [chunk, rate_input], request_id=str(number), sequence_id=77,
+                                      sequence_start=number == 0, sequence_end=last,
+                                      enable_empty_final_response=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(isinstance(a, Exception) for a in answers):
+            done.wait(0.2)
+        client.stop_stream()
+    errors = [a for a in answers if isinstance(a, Exception)]
+    if errors:
+        raise ClientError(errors[0].message())
+    return answers
+
+
+@pytest.fixture(scope="module")
+def bounded_server(tiny_repository, tmp_path_factory):
+    """The tiny export with room for 2 streams, each ended after 1.5 s without audio."""
+    copy = tmp_path_factory.mktemp("bounded") / "model_repository"
+    shutil.copytree(tiny_repository, copy)
+    refresh(copy, max_streams=2, stream_idle_seconds=1.5)
+    with start_server(copy) as server:
+        yield server
+
+
+class Held:
+    """A stream that sends `before`, then waits for `go` before sending `after`; its events or error."""
+
+    def __init__(self, server, before, after=(), go: threading.Event | None = None):
+        self.go, self.events, self.error, self.sent = go or threading.Event(), [], None, threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(server, before, after))
+        self.thread.start()
+
+    def _chunks(self, before, after):
+        yield from before
+        self.sent.set()
+        self.go.wait(60)
+        yield from after
+
+    def _run(self, server, before, after):
+        try:
+            self.events = events_of(server, self._chunks(before, after))
+        except ClientError as error:
+            self.error = error
+
+
+def test_past_the_stream_limit_a_new_stream_is_refused_and_the_others_go_on(bounded_server, conversation):
+    audio, _ = conversation
+    go = threading.Event()
+    held = [Held(bounded_server, chunked(audio[:seconds(3)], seconds(0.1)), chunked(audio[seconds(3):], RATE), go)
+            for _ in range(2)]
+    for stream in held:
+        assert stream.sent.wait(30)
+    time.sleep(0.5)  # the two streams' first chunks have reached the model
+    with pytest.raises(ClientError, match="limit of 2 live streams"):
+        events_of(bounded_server, [audio[:RATE]])
+    go.set()
+    for stream in held:
+        stream.thread.join(120)
+        assert stream.error is None and [e.event for e in stream.events] == ["speech_start", "utterance"] * 4
+
+
+def test_an_idle_stream_is_ended_and_its_state_freed(bounded_server, conversation):
+    audio, _ = conversation
+    go = threading.Event()
+    idle = Held(bounded_server, [audio[:RATE]], [audio[RATE:2 * RATE]], go)
+    assert idle.sent.wait(30)
+    time.sleep(3.5)  # past the 1.5 s idle limit, and the sweep
+    go.set()
+    idle.thread.join(60)
+    assert idle.error is not None  # its late chunk is refused, by the model or by Triton's own sequence batcher
+    # the state was freed: both of the server's two stream slots are free again
+    results = [Held(bounded_server, [audio]) for _ in range(2)]
+    for stream in results:
+        stream.go.set()
+        stream.thread.join(120)
+        assert stream.error is None and len(stream.events) == 8
+
+
+def test_a_client_that_goes_away_mid_utterance_frees_its_state(bounded_server, conversation):
+    audio, truth = conversation
+    for _ in range(2):  # mid-utterance: its first sentence has begun and not ended
+        with SERClient(bounded_server.grpc_url) as client:
+            events = client.stream(chunked(audio[:truth[0][0] + seconds(1.0)], seconds(0.1)))
+            first = next(iter(events))
+            assert first.event == "speech_start"
+            events.close()  # the client leaves; its stream is cancelled
+    time.sleep(3.5)
+    streams = [Held(bounded_server, [audio]) for _ in range(2)]
+    for stream in streams:
+        stream.go.set()
+        stream.thread.join(120)
+        assert stream.error is None and len(stream.events) == 8
+
+
+def stub_rss_mib(server, model: str) -> float:
+    [pid] = [pid for pid, name in server.stubs().items() if name == model]
+    line = next(line for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def test_memory_stays_flat_over_many_streams(tiny_server, conversation):
+    audio, _ = conversation
+    clip = audio[:seconds(6)]
+    for _ in range(5):
+        events_of(tiny_server, [clip])
+    before = stub_rss_mib(tiny_server, contract.STREAM)
+    for _ in range(40):
+        events_of(tiny_server, chunked(clip, RATE))
+    grown = stub_rss_mib(tiny_server, contract.STREAM) - before
+    assert grown < 20, f"the stream model grew by {grown:.0f} MiB over 40 streams"
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tiny_repository, tmp_path_factory):
+    ports = free_ports()
+    launcher, _ = start_launcher(tiny_repository, ports, "--replicas", "2", "--log-file",
+                                 str(tmp_path_factory.mktemp("logs") / "tritonserver.log"))
+    family = descendants(launcher.pid)
+    yield f"127.0.0.1:{ports['grpc']}", [pid for pid, name in family.items() if name == "tritonserver"]
+    launcher.terminate()
+    launcher.wait(60)
+    end(launcher, descendants(launcher.pid) | family)
+
+
+def stream_executions(pid: int) -> int:
+    """The stream model's executions on the server with this pid, from its own statistics."""
+    arguments = open(f"/proc/{pid}/cmdline").read().split("\0")
+    port = next(a.split("=")[1] for a in arguments if a.startswith("--grpc-port="))
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        stats = client.get_inference_statistics(contract.STREAM).model_stats[0]
+    return stats.inference_stats.success.count
+
+
+def test_streams_spread_over_replicas_each_staying_on_one(two_replicas, conversation):
+    url, servers = two_replicas
+    audio, _ = conversation
+    before = [stream_executions(pid) for pid in servers]
+    streams = [threading.Thread(target=lambda out: out.extend(events_of(url, chunked(audio, seconds(0.5)))),
+                                args=(out,)) for out in [[] for _ in range(6)]]
+    results = [thread._args[0] for thread in streams]
+    for thread in streams:
+        thread.start()
+    for thread in streams:
+        thread.join(180)
+    # a chunk on another replica than its stream's first would be refused there ("not open")
+    assert all([e.event for e in events] == ["speech_start", "utterance"] * 4 for events in results)
+    served = [stream_executions(pid) - b for pid, b in zip(servers, before)]
+    assert all(count > 0 for count in served), served
+
+
+def test_a_stream_whose_replica_dies_gets_an_error_not_a_hang(two_replicas, conversation, tmp_path):
+    url, servers = two_replicas
+    audio, _ = conversation
+    path = tmp_path / "call.wav"
+    soundfile.write(path, audio, RATE, subtype="FLOAT")
+    outcomes = []
+
+    def live():
+        try:
+            with SERClient(url, timeout=10) as client:
+                outcomes.append(list(client.stream_file(path, realtime=True)))
+        except ClientError as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=live) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    os.kill(servers[0], signal.SIGKILL)
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert any(isinstance(o, ClientError) for o in outcomes), outcomes
+    for outcome in outcomes:
+        assert isinstance(outcome, ClientError) or [e.event for e in outcome] == ["speech_start", "utterance"] * 4
+
+
+def wav_header(rate: int, channels: int = 1, bits: int = 16, code: int = 1) -> bytes:
+    """A WAV header of unknown length, as arecord and ffmpeg write to a pipe."""
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", code, channels, rate, rate * block, block, bits)
+    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt \
+        + b"data" + struct.pack("<I", 0xFFFFFFFF)
+
+
+def test_the_wav_stream_reader_takes_pcm_and_float_of_unknown_length():
+    import io
+    audio = (np.sin(np.arange(2000) / 7) * 20000).astype("<i2")
+    stream = io.BytesIO(wav_header(8000) + audio.tobytes())
+    fmt = live_input.read_wav_header(stream)
+    assert (fmt.rate, fmt.channels) == (8000, 1)
+    chunks = list(live_input.pcm_chunks(stream, fmt, 0.1))
+    assert [c.shape[0] for c in chunks] == [800, 800, 400]
+    np.testing.assert_array_equal(np.concatenate(chunks)[:, 0], audio)
+    stereo = np.zeros((100, 2), "<f4")
+    fmt = live_input.read_wav_header(io.BytesIO(wav_header(16000, 2, 32, 3) + stereo.tobytes()))
+    assert fmt.channels == 2 and fmt.dtype == np.dtype("<f4")
+    with pytest.raises(ValueError, match="not a WAV stream"):
+        live_input.read_wav_header(io.BytesIO(b"not audio at all"))
+
+
+def cli(*arguments, text=True, **popen):
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "client" / "infer.py"), *arguments],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, **popen)
+
+
+def test_the_cli_follows_stdin_as_it_arrives(tiny_server, conversation):
+    """A WAV stream of unknown length on stdin: events print before the audio has ended."""
+    audio, truth = conversation
+    process = cli("--stream", "-", "--json", "--url", tiny_server.grpc_url, "--chunk-ms", "100",
+                  stdin=subprocess.PIPE, text=False)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    process.stdin.write(wav_header(RATE))
+    process.stdin.flush()
+    first_line = []
+    reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()))
+    reader.start()
+    sent = 0
+    step = seconds(0.25) * 2
+    while sent < len(pcm) and reader.is_alive():
+        process.stdin.write(pcm[sent:sent + step])
+        process.stdin.flush()
+        sent += step
+        time.sleep(0.05)
+    reader.join(30)
+    assert sent < len(pcm), "no event before the whole audio was written"
+    event = json.loads(first_line[0])
+    assert event["event"] == "speech_start" and event["start_sample"] == round(event["start"] * RATE)
+    process.stdin.write(pcm[sent:])
+    process.stdin.close()
+    rest = [json.loads(line) for line in process.stdout.read().decode().splitlines()]
+    assert process.wait(60) == 0, process.stderr.read().decode()
+    utterances = [e for e in rest if e["event"] == "utterance"]
+    assert len(utterances) == 4 and set(utterances[0]) >= {"event", "start", "end", "label", "probabilities",
+                                                            "transcript"}
+    assert abs(utterances[0]["end"] - truth[0][1] / RATE) < 0.6
+
+
+def test_the_cli_reads_raw_pcm_at_any_rate(tiny_server, conversation):
+    audio, _ = conversation
+    import soxr
+    at_8k = soxr.resample(audio, RATE, 8000)
+    pcm = (np.clip(at_8k, -1, 1) * 32767).astype("<i2").tobytes()
+    process = cli("--stream", "-", "--raw", "8000", "--url", tiny_server.grpc_url, stdin=subprocess.PIPE, text=False)
+    out, err = process.communicate(pcm, timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert sum(" utterance " in line for line in out.decode().splitlines()) == 4
+
+
+def test_a_long_recording_is_cut_where_the_speaker_pauses(tiny_server, sentences, tmp_path):
+    audio, truth = joined([1.0, *[p for s in sentences * 2 for p in (s, 1.5)]])  # ~37 s
+    path = tmp_path / "long.wav"
+    soundfile.write(path, audio, RATE, subtype="FLOAT")
+    png, vtt = tmp_path / "timeline.png", tmp_path / "subtitles.vtt"
+    done = cli(str(path), "--json", "--url", tiny_server.grpc_url, "--timeline", str(png), "--subtitles", str(vtt))
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err
+    result = json.loads(out)
+    assert len(result["segments"]) == len(truth) == 8
+    for segment, (start, stop) in zip(result["segments"], truth):
+        assert start / RATE - 0.35 <= segment["start"] <= start / RATE + 0.1
+    speech = sum(s["end"] - s["start"] for s in result["segments"])
+    weighted = {label: sum((s["end"] - s["start"]) * s["probabilities"][label] for s in result["segments"]) / speech
+                for label in contract.LABELS}
+    np.testing.assert_allclose(list(result["probabilities"].values()), list(weighted.values()), atol=1e-6)
+    assert result["duration"] == pytest.approx(audio.size / RATE)
+    import matplotlib.image
+    picture = matplotlib.image.imread(png)
+    assert picture.shape[0] > 300 and picture.shape[1] > 600
+    text = vtt.read_text()
+    assert text.startswith("WEBVTT\n")
+    cues = [line for line in text.splitlines() if " --> " in line]
+    assert len(cues) == 8
+    first = result["segments"][0]
+    assert cues[0] == f"{timeline.vtt_time(first['start'])} --> {timeline.vtt_time(first['end'])}"
+    assert f"[{first['label']} {first['probabilities'][first['label']]:.2f}]" in text
+    fixed = cli(str(path), "--json", "--url", tiny_server.grpc_url, "--segmenter", "fixed")
+    out, err = fixed.communicate(timeout=120)
+    assert fixed.returncode == 0, err
+    assert [(s["start"], s["end"]) for s in json.loads(out)["segments"]] == [(0.0, audio.size / RATE / 2),
+                                                                            (audio.size / RATE / 2, audio.size / RATE)]
+
+
+def test_a_recording_without_speech_says_so(tiny_server, tmp_path):
+    path = tmp_path / "hum.wav"
+    soundfile.write(path, np.zeros(seconds(25), np.float32), RATE)
+    done = cli(str(path), "--url", tiny_server.grpc_url)
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 1 and "no speech found" in err and "Traceback" not in err
