@@ -4,7 +4,6 @@ The truth is where each sentence's samples are: its first and last sample above 
 (espeak's output is clean), placed in a stream with silence or low noise between sentences.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
