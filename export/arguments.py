@@ -1,7 +1,27 @@
 """The deployment flags shared by `python -m ser_triton.export` and `python -m ser_triton.export.refresh` (make steps)."""
 
+import argparse
+import dataclasses
+import json
+
 from ser_triton.core.cli import positive
 from ser_triton.export import repository
+from ser_triton.serving.steps.segmentation import RuleError, SegmentationRules
+
+
+def segmentation_rules(text: str) -> dict:
+    """argparse type: JSON {rule: value} of the stream's segmentation rules, checked here."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): give rules as '{{\"pause_seconds\": 0.8}}'") from None
+    if not isinstance(values, dict):
+        raise argparse.ArgumentTypeError("give the rules as a JSON object, like '{\"pause_seconds\": 0.8}'")
+    try:
+        SegmentationRules.from_dict(values)
+    except (RuleError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return values
 
 
 def add_deployment_arguments(parser, recorded: bool = False) -> None:
@@ -25,7 +45,15 @@ def add_deployment_arguments(parser, recorded: bool = False) -> None:
     group.add_argument("--max-batch-seconds", dest="max_batch_seconds", type=positive(float, "seconds"),
                        default=default("max_batch_seconds"),
                        help="cpu target: most padded audio an audio network runs at once (bounds its memory)")
+    group.add_argument("--max-streams", dest="max_streams", type=positive(int), default=default("max_streams"),
+                       help="live streams the streaming model serves at once")
+    group.add_argument("--stream-idle-seconds", dest="stream_idle_seconds", type=positive(float, "seconds"),
+                       default=default("stream_idle_seconds"), help="a stream silent this long is ended")
+    group.add_argument("--segmentation", dest="segmentation", type=segmentation_rules, metavar="JSON",
+                       default=default("segmentation"),
+                       help="segmentation rules that differ from the defaults: "
+                            f"{', '.join(f.name for f in dataclasses.fields(SegmentationRules))}")
 
 
 DEPLOYMENT_KNOBS = ("max_batch_size", "queue_delay_us", "network_threads", "max_audio_seconds", "padding_slack",
-                    "max_batch_seconds")
+                    "max_batch_seconds", "max_streams", "stream_idle_seconds", "segmentation")
