@@ -46,17 +46,3 @@ def has_vnni(found: list[str]) -> bool:
     """int8 dot products that do not saturate (VNNI or AMX)."""
     return bool({"amx", "avx512_vnni", "avx_vnni"} & set(found))
 
-
-def this_cpu() -> dict:
-    """The model name and ISA of this machine's CPU."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
-    found = isa(cpu_flags())
-    return {"cpu": model, "isa": found, "bf16": has_bf16(found), "vnni": has_vnni(found)}

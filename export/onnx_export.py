@@ -103,11 +103,6 @@ def reference_outputs(module, spec: specs.ModelSpec, cases: list[dict]) -> list[
     return [run_torch(module, spec, feed) for feed in cases_and_batch(spec, cases)]
 
 
-def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
-                  tolerance: float = TOLERANCE) -> dict:
-    return check_outputs(reference_outputs(module, spec, cases), spec, path, cases, tolerance)
-
-
 def check_outputs(expected: list[dict], spec: specs.ModelSpec, path: Path, cases: list[dict],
                   tolerance: float = TOLERANCE) -> dict:
     """The ONNX file at `path` against PyTorch's outputs (reference_outputs) on the same cases."""

@@ -11,7 +11,7 @@ from ser_triton.export import repository
 from ser_triton.core import specs
 from ser_triton.export.errors import ExportError, ParityError
 from ser_triton.export.examples import example_inputs
-from ser_triton.export.onnx_export import TOLERANCE, check_network, export_network
+from ser_triton.export.onnx_export import TOLERANCE, check_outputs, export_network, reference_outputs
 from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export
 from ser_triton.export.repository import Deployment
 from ser_triton.model.networks import served_network
@@ -42,7 +42,7 @@ def test_parity_check_fails_past_the_tolerance(tmp_path, tiny_components):
     export_network(head, spec, cases[0], tmp_path / "head.onnx")
     altered = served_network(build_components("tiny", seed=5), specs.FUSION_HEAD)
     with pytest.raises(ParityError, match="fusion_head"):
-        check_network(altered, spec, tmp_path / "head.onnx", cases)
+        check_outputs(reference_outputs(altered, spec, cases), spec, tmp_path / "head.onnx", cases)
 
 
 def onnx_signature(path):
