@@ -7,22 +7,13 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ser_triton.export.cpu_features import has_vnni, isa
+from ser_triton.export.cpu_features import CPUInfo, has_vnni, isa
 
 BASELINE = "pytorch"
 
 
 def machine() -> dict:
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown":
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    cpu = CPUInfo.read()
     try:
         memory_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
                               if l.startswith("MemTotal")).split()[1])
@@ -36,11 +27,11 @@ def machine() -> dict:
             pass
     versions["tritonserver"] = "2.51.0 (bundled in nvidia-pytriton 0.7.0)"
     return {
-        "cpu": cpu,
+        "cpu": cpu.model,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(memory_kib / 2**20, 1),
-        "isa": isa(flags),
+        "isa": isa(set(cpu.flags)),
         "kernel": platform.release(),
         "versions": versions,
     }
