@@ -30,10 +30,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ser_triton.bench import ceilings, report, served
+from ser_triton.bench import analysis, ceilings, report, served
 from ser_triton.bench import drift as drift_of
 from ser_triton.bench.baseline import BASELINE_VARIANT, PYTORCH_VARIANTS, unavailable
 from ser_triton.bench.workload import WORK, load_or_make
+from ser_triton.evaluation.systems import prediction_record
 from ser_triton.export.cpu_features import cpu_flags, has_bf16, isa
 from ser_triton.export.precision import PRECISIONS
 from ser_triton.serving import perf_analyzer
@@ -255,7 +256,7 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
         "server_memory": memory,
         "export": export_summary(export),
         **({"precision": chosen} if (chosen := precision_summary(export)) else {}),
-    }, drift_of.records(answers)
+    }, [prediction_record(result) for result in answers]
 
 
 def main(argv=None) -> int:
@@ -295,7 +296,7 @@ def main(argv=None) -> int:
         next(stage)
         exports[variant] = ensure_export(variant, args, workload, progress)
 
-    systems = {report.BASELINE: pytorch[BASELINE_VARIANT]}
+    systems = {analysis.BASELINE: pytorch[BASELINE_VARIANT]}
     answers = {}
     for variant in args.variants:
         next(stage)
@@ -346,6 +347,7 @@ def main(argv=None) -> int:
                        "softmax, norms, GELU and the conv front end run below it) would be fp32_ceiling_speedup "
                        "times the baseline",
         }
+    analysis.Headline.of(summary).store(summary)
     paths = report.write(summary, args.out)
     progress.close()
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")

@@ -12,12 +12,6 @@ from ser_triton.export.drift import answer_drift
 from ser_triton.export.precision import DRIFT_LIMITS
 
 
-def records(results) -> list[dict]:
-    """client.result.Result objects (the workload, in order) as compare_systems takes them."""
-    return [{"id": r.file, "predicted_label": r.label, "probabilities": r.probabilities, "transcript": r.transcript}
-            for r in results]
-
-
 def measured_by_the_export(export_report: dict, key: str, default):
     choice = export_report.get("precision_choice")
     return choice["chain_drift_vs_fp32"][key] if choice else default

@@ -1,4 +1,5 @@
-"""summary.json -> summary.md (tables) and throughput_latency.png; the machine's description."""
+"""summary.json -> summary.md (tables) and throughput_latency.png, rendering what the summary holds (its
+headline is bench.analysis's); the machine's description."""
 
 import json
 import os
@@ -7,22 +8,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ser_triton.export.cpu_features import has_vnni, isa
-
-BASELINE = "pytorch"
+from ser_triton.bench.analysis import BASELINE
+from ser_triton.export.cpu_features import CPUInfo, isa
 
 
 def machine() -> dict:
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == "unknown":
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    cpu = CPUInfo.read()
     try:
         memory_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
                               if l.startswith("MemTotal")).split()[1])
@@ -36,11 +27,11 @@ def machine() -> dict:
             pass
     versions["tritonserver"] = "2.51.0 (bundled in nvidia-pytriton 0.7.0)"
     return {
-        "cpu": cpu,
+        "cpu": cpu.model,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(memory_kib / 2**20, 1),
-        "isa": isa(flags),
+        "isa": isa(set(cpu.flags)),
         "kernel": platform.release(),
         "versions": versions,
     }
@@ -48,46 +39,6 @@ def machine() -> dict:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def best(levels: dict) -> tuple[str, dict]:
-    """The concurrency with the most audio-seconds per second."""
-    key = max(levels, key=lambda c: levels[c]["audio_seconds_per_s"])
-    return key, levels[key]
-
-
-def headline(summary: dict) -> None:
-    """The ratios against PyTorch, each variant's efficiency, and the targets, from the measured systems."""
-    base = summary["systems"][BASELINE]["concurrency"]["1"]
-    best_pytorch = max(summary.get("pytorch_variants", {}).values(), default=base["audio_seconds_per_s"])
-    speedups, versus_best, latency, efficiency = {}, {}, {}, {}
-    for name, system in summary["systems"].items():
-        if name == BASELINE or not system.get("concurrency"):
-            continue
-        concurrency, top = best(system["concurrency"])
-        speedups[name] = round(top["audio_seconds_per_s"] / base["audio_seconds_per_s"], 2)
-        versus_best[name] = round(top["audio_seconds_per_s"] / best_pytorch, 2)
-        system["best_concurrency"] = int(concurrency)
-        if "1" in system["concurrency"]:
-            latency[name] = round(system["concurrency"]["1"]["latency_ms"]["p50"] / base["latency_ms"]["p50"], 3)
-        ceiling = summary.get("ceiling_audio_seconds_per_s", {}).get(name)
-        if ceiling:
-            efficiency[name] = round(top["audio_seconds_per_s"] / ceiling, 3)
-    summary["speedup_vs_pytorch"] = speedups
-    summary["speedup_vs_best_pytorch"] = versus_best
-    summary["p50_latency_c1_vs_pytorch"] = latency
-    summary["efficiency"] = efficiency
-    allowed = [n for n, ok in summary.get("within_drift_limits", {}).items() if ok and n in speedups]
-    champion = max(allowed, key=speedups.get) if allowed else None
-    vnni = has_vnni(summary["machine"].get("isa", []))
-    bar = 4.0 if vnni else 2.8
-    summary["best_within_drift_limits"] = champion
-    summary["targets"] = {
-        f"best_within_limits_at_least_{bar:g}x_pytorch_fp32_eager": speedups[champion] >= bar if champion else None,
-        "best_within_limits_faster_than_best_pytorch": versus_best[champion] > 1.0 if champion else None,
-        "best_within_limits_p50_latency_c1_at_most_0.3x": latency[champion] <= 0.3 if champion in latency else None,
-        "fp32_at_least_80pct_of_fp32_ceiling": efficiency["fp32"] >= 0.8 if "fp32" in efficiency else None,
-    }
 
 
 def _row(cells) -> str:
@@ -227,8 +178,8 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def write(summary: dict, directory: Path) -> dict:
+    """summary.json as given (its headline already stored: bench.analysis), and what it renders into."""
     directory.mkdir(parents=True, exist_ok=True)
-    headline(summary)
     paths = {"json": directory / "summary.json", "md": directory / "summary.md",
              "png": directory / "throughput_latency.png"}
     paths["json"].write_text(json.dumps(summary, indent=1) + "\n")

@@ -89,14 +89,6 @@ class Workload:
     seed: int
     source: str = "espeak-ng English voices, 16 kHz"
 
-    @property
-    def total_seconds(self) -> float:
-        return sum(u.seconds for u in self.utterances)
-
-    @property
-    def mean_seconds(self) -> float:
-        return self.total_seconds / len(self.utterances)
-
     def describe(self) -> dict:
         seconds = np.array([u.seconds for u in self.utterances])
         return {

@@ -158,7 +158,7 @@ def evaluate(args) -> int:
         print(f"{args.data}: every utterance failed; see the lines above", file=sys.stderr)
         return 1
 
-    records = {run.name: [systems.prediction_record(u, r) for u, r in zip(utterances, run.outcomes)] for run in runs}
+    records = {run.name: [systems.prediction_record(r, u) for u, r in zip(utterances, run.outcomes)] for run in runs}
     served, *others = runs
     summary = {
         "data": {"name": dataset.name, "kind": dataset.kind, "source": str(dataset.source),

@@ -38,15 +38,18 @@ class Run:
         }
 
 
-def prediction_record(utterance: Utterance, result: Result) -> dict:
-    """One line of predictions.jsonl, the record core.metrics scores."""
+def prediction_record(result: Result, utterance: Utterance | None = None) -> dict:
+    """The record core.metrics scores and compares, of one answer: its label, probabilities
+    and transcript under the result's file as id; with the labelled utterance it answers, one line
+    of predictions.jsonl (the utterance's id, gold label, reference transcript, ...)."""
+    answer = {"predicted_label": result.label, "probabilities": result.probabilities, "transcript": result.transcript}
+    if utterance is None:
+        return {"id": result.file, **answer}
     return {
         "id": utterance.id,
         "file": str(utterance.path),
         "gold_label": utterance.label,
-        "predicted_label": result.label,
-        "probabilities": result.probabilities,
-        "transcript": result.transcript,
+        **answer,
         "reference_transcript": utterance.text,
         "speaker": utterance.speaker,
         "session": utterance.session,

@@ -9,23 +9,37 @@ The detection reads /proc/cpuinfo (Linux) and is a pure function of the flags, s
 flag sets, not on the machine that runs the tests.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 ISA_ORDER = ("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 
 
+@dataclass(frozen=True)
+class CPUInfo:
+    """What /proc/cpuinfo says of the first processor: its model name and feature flags."""
+
+    model: str = "unknown"
+    flags: frozenset[str] = frozenset()
+
+    @classmethod
+    def read(cls, cpuinfo: str | None = None) -> "CPUInfo":
+        """From /proc/cpuinfo (Linux), or from the given text; nothing is known where it cannot be read."""
+        if cpuinfo is None:
+            try:
+                cpuinfo = Path("/proc/cpuinfo").read_text()
+            except OSError:
+                return cls()
+        fields = {}
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+        return cls(fields.get("model name", "unknown"), frozenset(fields.get("flags", fields.get("Features", "")).split()))
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The `flags` of the first processor in /proc/cpuinfo (or of the given text)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    return set(CPUInfo.read(cpuinfo).flags)
 
 
 def isa(flags: set[str]) -> list[str]:
@@ -46,17 +60,3 @@ def has_vnni(found: list[str]) -> bool:
     """int8 dot products that do not saturate (VNNI or AMX)."""
     return bool({"amx", "avx512_vnni", "avx_vnni"} & set(found))
 
-
-def this_cpu() -> dict:
-    """The model name and ISA of this machine's CPU."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
-    found = isa(cpu_flags())
-    return {"cpu": model, "isa": found, "bf16": has_bf16(found), "vnni": has_vnni(found)}

@@ -21,7 +21,8 @@ import numpy as np
 from ser_triton.core.contract import LABELS
 from ser_triton.core.metrics import compare_systems, decisive_label_agreement
 from ser_triton.core import specs
-from ser_triton.export.onnx_export import cases_and_batch, pad_batch, run_network, run_onnx, valid_extent
+from ser_triton.export.onnx_export import (alone_and_in_batch, cases_and_batch, pad_batch, run_network, run_onnx,
+                                           valid_extent)
 from ser_triton.serving.steps.text import TranscriptTokenizer
 
 LABEL_MARGIN = 0.1
@@ -44,17 +45,15 @@ def network_drift(reference: Path, candidate: Path, spec: specs.ModelSpec, cases
     session at a time: the reference's outputs are kept, not its session."""
     expected_all = run_network(reference, spec, cases)
     *got_all, batched = run_network(candidate, spec, cases_and_batch(spec, cases))
+    got_alone = {output.name: [got[output.name][0] for got in got_all] for output in spec.outputs}
     report = {}
-    for row, (case, expected, got) in enumerate(zip(cases, expected_all, got_all)):
-        for output in spec.outputs:
+    for candidate_rows in (got_alone, batched):
+        for output, want, value in alone_and_in_batch(spec, cases, expected_all, candidate_rows):
             if output.dtype != "float32":
                 continue
-            extent = valid_extent(output, {**case, **expected}, 0)
-            want = expected[output.name][0][:extent]
             entry = report.setdefault(output.name, {"max_abs_diff": 0.0, "min_cosine": 1.0})
-            for value in (got[output.name][0][:extent], batched[output.name][row][:extent]):
-                entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(want - value).max()))
-                entry["min_cosine"] = min(entry["min_cosine"], cosine(want, value))
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.abs(want - value).max()))
+            entry["min_cosine"] = min(entry["min_cosine"], cosine(want, value))
     return report
 
 
@@ -163,12 +162,9 @@ def batch_dependence(session, spec: specs.ModelSpec, feeds: list[dict]) -> float
     alone = [run_onnx(session, spec, feed) for feed in feeds]
     batched = run_onnx(session, spec, pad_batch(spec, feeds))
     worst = 0.0
-    for row, (feed, result) in enumerate(zip(feeds, alone)):
-        for output in spec.outputs:
-            if output.dtype == "float32":
-                extent = valid_extent(output, {**feed, **result}, 0)
-                difference = result[output.name][0][:extent] - batched[output.name][row][:extent]
-                worst = max(worst, float(np.abs(difference).max()))
+    for output, value, in_batch in alone_and_in_batch(spec, feeds, alone, batched):
+        if output.dtype == "float32":
+            worst = max(worst, float(np.abs(value - in_batch).max()))
     return worst
 
 

@@ -98,40 +98,44 @@ def cases_and_batch(spec: specs.ModelSpec, cases: list[dict]) -> list[dict]:
     return cases + [pad_batch(spec, cases)]
 
 
+def alone_and_in_batch(spec: specs.ModelSpec, cases: list[dict], alone: list[dict], batched: dict):
+    """Per case (in order) and output: (output, its value alone, its row of the padded batch), both
+    cut to the case's valid part (from the case and its own values alone; an output without a
+    variable axis whole). `batched` is anything indexed [output name][row]: the outputs of the
+    padded batch, or another run's outputs alone, row by row."""
+    for row, (case, values) in enumerate(zip(cases, alone)):
+        for output in spec.outputs:
+            value, in_batch = values[output.name][0], batched[output.name][row]
+            extent = valid_extent(output, {**case, **values}, 0)
+            if extent is not None:
+                value, in_batch = value[:extent], in_batch[:extent]
+            yield output, value, in_batch
+
+
 def reference_outputs(module, spec: specs.ModelSpec, cases: list[dict]) -> list[dict]:
     """PyTorch's outputs for each case alone, then for the padded batch."""
     return [run_torch(module, spec, feed) for feed in cases_and_batch(spec, cases)]
-
-
-def check_network(module, spec: specs.ModelSpec, path: Path, cases: list[dict],
-                  tolerance: float = TOLERANCE) -> dict:
-    return check_outputs(reference_outputs(module, spec, cases), spec, path, cases, tolerance)
 
 
 def check_outputs(expected: list[dict], spec: specs.ModelSpec, path: Path, cases: list[dict],
                   tolerance: float = TOLERANCE) -> dict:
     """The ONNX file at `path` against PyTorch's outputs (reference_outputs) on the same cases."""
     report = {"outputs": {}, "tolerance": tolerance}
-    batch = pad_batch(spec, cases)
     *got, batched_onnx = run_network(path, spec, cases_and_batch(spec, cases))
     *alone_torch, batched_torch = expected
+    batch_diffs = {output.name: [] for output in spec.outputs}
+    for output, alone, in_batch in alone_and_in_batch(spec, cases, got, batched_onnx):
+        batch_diffs[output.name].append(np.abs(alone - in_batch).max())
     for output in spec.outputs:
-        diffs, batch_diffs, agree = [], [], []
-        for row, (expected_row, got_row) in enumerate(zip(alone_torch, got)):
+        diffs, agree = [], []
+        for expected_row, got_row in zip(alone_torch, got):
             diffs.append(np.abs(expected_row[output.name] - got_row[output.name]).max())
-            alone = got_row[output.name][0]
-            in_batch = batched_onnx[output.name][row]
-            extent = valid_extent(output, {**batch, **batched_onnx}, row)
-            if extent is not None:
-                in_batch = in_batch[:extent]
-                alone = alone[:extent]
-            batch_diffs.append(np.abs(alone - in_batch).max())
             if output.dtype == "float32" and output.dims and output.dims[-1] != specs.VARIABLE:
                 agree.append(float(np.mean(expected_row[output.name].argmax(-1) == got_row[output.name].argmax(-1))))
         diffs.append(np.abs(batched_torch[output.name] - batched_onnx[output.name]).max())
         report["outputs"][output.name] = {
             "max_abs_diff_onnx_vs_torch": float(max(diffs)),
-            "max_abs_diff_batched_vs_alone": float(max(batch_diffs)),
+            "max_abs_diff_batched_vs_alone": float(max(batch_diffs[output.name])),
             **({"argmax_agreement": min(agree)} if agree else {}),
         }
     worst = {

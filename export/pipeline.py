@@ -128,8 +128,8 @@ def export(options: ExportOptions, components=None) -> dict:
             audios, source = calibration.load(options.calibration_audio)
             choice = precision.choose(options.precision, out, all_specs, audios, source, Path(scratch),
                                       isa(cpu_flags()), deployment.network_threads, log)
-            report["precision_choice"] = choice
-            deployment.runtimes = precision.runtimes(choice)
+            report["precision_choice"] = choice.report()
+            deployment.runtimes = choice.runtimes()
             report["deployment"] = deployment.as_dict()
     if cpu:
         report["optimization"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -7,7 +7,7 @@ from fp32 stays within DRIFT_LIMITS, measured on real audio through the served c
 choice is recorded with its evidence (time, drift, limits) in export_report.json.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ser_triton.export import network_files
@@ -162,120 +162,209 @@ class Evidence:
         return cls(reference, sorted(order[middle: middle + calibration]), timing)
 
 
-def time_and_batch(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, threads: int,
-                   timed: bool) -> dict:
+@dataclass(frozen=True)
+class Judgement:
+    """A variant's drift from fp32 along the chain, against DRIFT_LIMITS."""
+
+    drift: dict
+    violations: tuple[str, ...]
+
+    @classmethod
+    def of(cls, drift: dict) -> "Judgement":
+        return cls(drift, tuple(DRIFT_LIMITS.violations(drift)))
+
+    @property
+    def within_limits(self) -> bool:
+        return not self.violations
+
+    def entry(self) -> dict:
+        return {"drift": self.drift, "violations": list(self.violations), "within_limits": self.within_limits}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant of one network, built and measured alone; then judged along the chain, or not
+    (and why not)."""
+
+    variant: Variant
+    path: Path
+    onnx_file_bytes: int
+    batch_dependence: float
+    """max |batched - alone| of its outputs: what a padded batch changes."""
+    seconds: float | None = None
+    """Its time on the timing utterances (auto only: an explicit --precision is not timed)."""
+    judgement: Judgement | None = None
+    not_judged: str | None = None
+
+    @property
+    def within_limits(self) -> bool:
+        return self.judgement is not None and self.judgement.within_limits
+
+    def entry(self) -> dict:
+        """Its entry among the report's candidates."""
+        entry = {"variant": self.variant.describe(), "onnx_file_bytes": self.onnx_file_bytes}
+        if self.seconds is not None:
+            entry["seconds"] = self.seconds
+        entry["max_abs_diff_batched_vs_alone"] = self.batch_dependence
+        if self.not_judged is not None:
+            entry["judged"] = self.not_judged
+        if self.judgement is not None:
+            entry.update(self.judgement.entry())
+        return entry
+
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """One network's candidates (by variant name, in the order they were built) and the one served."""
+
+    candidates: dict[str, Candidate]
+    chosen: str
+
+    @property
+    def served(self) -> Candidate:
+        return self.candidates[self.chosen]
+
+    def gain(self) -> float:
+        """Seconds the served variant saves against fp32 (auto: every candidate is timed)."""
+        return self.candidates[FP32.name].seconds - self.served.seconds
+
+    def back_to_fp32(self, judgement: Judgement) -> "NetworkChoice":
+        """fp32 served instead, judged now."""
+        fp32 = replace(self.candidates[FP32.name], judgement=judgement)
+        return NetworkChoice({**self.candidates, FP32.name: fp32}, FP32.name)
+
+    def entry(self) -> dict:
+        """Its entry among the report's networks."""
+        variant = self.served.variant
+        return {"candidates": {name: candidate.entry() for name, candidate in self.candidates.items()},
+                "chosen": variant.name, "runtime": variant.runtime, "runtime_precision": variant.runtime_precision,
+                "within_limits": self.served.within_limits}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Every network's choice for one --precision, with its evidence, and the whole chain's drift
+    with the chosen variants."""
+
+    requested: str
+    isa: list[str]
+    limits: DriftLimits
+    audio: str
+    """Where the speech it was measured on comes from."""
+    utterances: int
+    calibration_utterances: int
+    threads: int
+    networks: dict[str, NetworkChoice]
+    chain: Judgement
+    """The chain with every chosen variant (the network cosine: each measured on fp32 inputs, where
+    tokens line up)."""
+
+    @property
+    def within_limits(self) -> bool:
+        return self.chain.within_limits and all(choice.served.within_limits for choice in self.networks.values())
+
+    def report(self) -> dict:
+        """export_report.json's `precision_choice`."""
+        return {"requested": self.requested, "isa": self.isa, "reduce_range": reduce_range(self.isa),
+                "limits": asdict(self.limits), "audio": self.audio, "utterances": self.utterances,
+                "calibration_utterances": self.calibration_utterances, "threads": self.threads,
+                "networks": {name: choice.entry() for name, choice in self.networks.items()},
+                "chain_drift_vs_fp32": self.chain.drift, "chain_violations": list(self.chain.violations),
+                "within_limits": self.within_limits}
+
+    def runtimes(self) -> dict:
+        """network -> {runtime, precision} for the configs (those not served by ONNX Runtime)."""
+        return {name: {"runtime": choice.served.variant.runtime, "precision": choice.served.variant.runtime_precision}
+                for name, choice in self.networks.items() if choice.served.variant.runtime != "onnxruntime"}
+
+
+def measure(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, threads: int,
+            timed: bool) -> Candidate:
     """One variant of one network, alone: its speed (seconds on the timing utterances, with the
     threads it is served with) and how much a padded batch changes its answers."""
     feeds = network_feeds(evidence.reference, spec)
-    entry = {"variant": variant.describe(), "onnx_file_bytes": path.stat().st_size}
+    size = path.stat().st_size
     session = session_factory(path, variant, threads)()
-    if timed:
-        entry["seconds"] = round(time_network(session, spec, [feeds[i] for i in evidence.timing]), 4)
-    entry["max_abs_diff_batched_vs_alone"] = batch_dependence(session, spec, feeds[:4])
-    return entry
+    seconds = round(time_network(session, spec, [feeds[i] for i in evidence.timing]), 4) if timed else None
+    return Candidate(variant, path, size, batch_dependence(session, spec, feeds[:4]), seconds)
 
 
 def judge(variant: Variant, path: Path, spec: specs.ModelSpec, evidence: Evidence, fp32_sessions: dict,
-          assets: Path, all_specs: dict) -> dict:
+          assets: Path, all_specs: dict) -> Judgement:
     """Its drift from fp32 along the chain (the other networks fp32), against DRIFT_LIMITS."""
     if variant == FP32:
         candidate = evidence.reference
     else:
         candidate = run_chain({**fp32_sessions, spec.name: session_factory(path, variant, 0)}, assets, all_specs,
                               cached=evidence.reference, replaced={spec.name})
-    drift = {"min_hidden_cosine": output_cosine(evidence.reference, candidate, spec),
-             **chain_drift(evidence.reference, candidate, all_specs)}
-    violations = DRIFT_LIMITS.violations(drift)
-    return {"drift": drift, "violations": violations, "within_limits": not violations}
-
-
-def pick(entries: dict[str, dict]) -> str:
-    """The fastest judged variant within the drift limits (fp32 is always among them)."""
-    allowed = {name: entry for name, entry in entries.items() if entry.get("within_limits")}
-    return min(allowed, key=lambda name: allowed[name]["seconds"])
+    return Judgement.of({"min_hidden_cosine": output_cosine(evidence.reference, candidate, spec),
+                         **chain_drift(evidence.reference, candidate, all_specs)})
 
 
 def choose_variant(requested: str, name: str, fp32: Path, spec, evidence: Evidence, fp32_sessions: dict, assets: Path,
-                   all_specs: dict, scratch: Path, isa: list[str], threads: int, log) -> tuple[Variant, Path, dict]:
+                   all_specs: dict, scratch: Path, isa: list[str], threads: int, log) -> NetworkChoice:
     """One network's variant: for `auto`, every candidate is built and timed, then judged from the
     fastest down until one is within the limits (the slower ones need no judging)."""
     variants = candidates(name, isa) if requested == "auto" else [FIXED[requested]]
     calibration = network_feeds([evidence.reference[i] for i in evidence.calibration], spec)
     cache = scratch / f"{name}.calibration.json"
-    entries, files = {}, {}
+    measured = {}
     for variant in variants:
-        files[variant.name] = variant.build(fp32, scratch / name / variant.name / fp32.name, calibration,
-                                            reduce_range(isa), cache)
-        entries[variant.name] = time_and_batch(variant, files[variant.name], spec, evidence, threads,
-                                               timed=requested == "auto")
-    order = sorted(variants, key=lambda v: entries[v.name]["seconds"]) if requested == "auto" else variants
+        path = variant.build(fp32, scratch / name / variant.name / fp32.name, calibration, reduce_range(isa), cache)
+        measured[variant.name] = measure(variant, path, spec, evidence, threads, timed=requested == "auto")
+    order = sorted(variants, key=lambda v: measured[v.name].seconds) if requested == "auto" else variants
     chosen = None
     for variant in order:
         if chosen is not None:
-            entries[variant.name]["judged"] = f"no: {chosen.name} is faster and within the limits"
+            measured[variant.name] = replace(measured[variant.name],
+                                             not_judged=f"no: {chosen} is faster and within the limits")
             continue
-        entries[variant.name].update(judge(variant, files[variant.name], spec, evidence, fp32_sessions, assets,
-                                           all_specs))
-        log.info("%s %s: %s", name, variant.name, {k: v for k, v in entries[variant.name].items() if k != "variant"})
-        if entries[variant.name]["within_limits"] or requested != "auto":
-            chosen = variant
-    for variant_name, path in files.items():
-        if path != fp32 and variant_name != chosen.name:
-            network_files.remove(path)
-    return chosen, files[chosen.name], entries
+        candidate = measured[variant.name] = replace(measured[variant.name], judgement=judge(
+            variant, measured[variant.name].path, spec, evidence, fp32_sessions, assets, all_specs))
+        log.info("%s %s: %s", name, variant.name, {k: v for k, v in candidate.entry().items() if k != "variant"})
+        if candidate.within_limits or requested != "auto":
+            chosen = variant.name
+    for candidate in measured.values():
+        if candidate.path != fp32 and candidate.variant.name != chosen:
+            network_files.remove(candidate.path)
+    return NetworkChoice(measured, chosen)
 
 
 def choose(requested: str, out: Path, all_specs: dict, audios: list, source: str, scratch: Path, isa: list[str],
-           threads: int, log) -> dict:
+           threads: int, log) -> PrecisionChoice:
     """Replace each fp32 network in `out` by its variant for `requested` (auto: the fastest within
-    the drift limits), measured on `audios`; returns the report (choices and their evidence).
+    the drift limits), measured on `audios`; returns the choices and their evidence.
     For `auto`, should the chosen networks together break a limit that each kept alone, the one
     that gains least goes back to fp32 until the chain is within the limits."""
+    limits = DRIFT_LIMITS
     assets = model_directory(out, specs.CTC_TOKENIZE)
     fp32 = {name: network_file(out, name) for name in specs.ONNX_NETWORKS}
     fp32_sessions = {name: session_factory(path, FP32, 0) for name, path in fp32.items()}  # every core
     log.info("precision %s: the fp32 chain on %d utterances (%s)", requested, len(audios), source)
     evidence = Evidence.of(run_chain(fp32_sessions, assets, all_specs, audios), all_specs)
-    report = {"requested": requested, "isa": isa, "reduce_range": reduce_range(isa),
-              "limits": asdict(DRIFT_LIMITS), "audio": source, "utterances": len(audios),
-              "calibration_utterances": len(evidence.calibration), "threads": threads, "networks": {}}
-    chosen, files = {}, {}
+    choices = {}
     for name in specs.ONNX_NETWORKS:
-        chosen[name], files[name], entries = choose_variant(requested, name, fp32[name], all_specs[name], evidence,
-                                                            fp32_sessions, assets, all_specs, scratch, isa, threads, log)
-        report["networks"][name] = {"candidates": entries}
-        if not entries[chosen[name].name]["within_limits"]:
+        choices[name] = choose_variant(requested, name, fp32[name], all_specs[name], evidence, fp32_sessions, assets,
+                                       all_specs, scratch, isa, threads, log)
+        if not choices[name].served.within_limits:
             log.warning("%s: --precision %s moves the answers past the drift limits (%s): exported anyway",
-                        name, requested, "; ".join(entries[chosen[name].name]["violations"]))
+                        name, requested, "; ".join(choices[name].served.judgement.violations))
     while True:
-        replaced = {name for name, variant in chosen.items() if variant != FP32}
-        whole = run_chain({name: session_factory(files[name], chosen[name], 0) for name in specs.ONNX_NETWORKS},
+        replaced = {name for name, choice in choices.items() if choice.served.variant != FP32}
+        whole = run_chain({name: session_factory(choice.served.path, choice.served.variant, 0)
+                           for name, choice in choices.items()},
                           assets, all_specs, cached=evidence.reference, replaced=replaced)
-        drift = {"min_hidden_cosine": min(report["networks"][name]["candidates"][chosen[name].name]["drift"][
-            "min_hidden_cosine"] for name in specs.ONNX_NETWORKS), **chain_drift(evidence.reference, whole, all_specs)}
-        violations = DRIFT_LIMITS.violations(drift)
-        if not violations or requested != "auto" or not replaced:
+        chain = Judgement.of({"min_hidden_cosine": min(choice.served.judgement.drift["min_hidden_cosine"]
+                                                       for choice in choices.values()),
+                              **chain_drift(evidence.reference, whole, all_specs)})
+        if chain.within_limits or requested != "auto" or not replaced:
             break
-        gains = {name: report["networks"][name]["candidates"]["fp32"]["seconds"]
-                 - report["networks"][name]["candidates"][chosen[name].name]["seconds"] for name in replaced}
-        back = min(gains, key=gains.get)
-        log.info("precision auto: together the networks break %s; %s goes back to fp32", violations, back)
-        report["networks"][back]["candidates"]["fp32"].update(judge(FP32, fp32[back], all_specs[back], evidence,
-                                                                    fp32_sessions, assets, all_specs))
-        chosen[back], files[back] = FP32, fp32[back]
-    for name, variant in chosen.items():
-        if files[name] != fp32[name]:
-            network_files.move(files[name], fp32[name])
-        report["networks"][name].update(chosen=variant.name, runtime=variant.runtime,
-                                        runtime_precision=variant.runtime_precision,
-                                        within_limits=report["networks"][name]["candidates"][variant.name]["within_limits"])
-    report["chain_drift_vs_fp32"] = drift  # the network cosine: each measured on fp32 inputs, where tokens line up
-    report["chain_violations"] = violations
-    report["within_limits"] = not violations and all(entry["within_limits"] for entry in report["networks"].values())
-    return report
-
-
-def runtimes(report: dict) -> dict:
-    """network -> {runtime, precision} for the configs, from a precision report."""
-    return {name: {"runtime": entry["runtime"], "precision": entry["runtime_precision"]}
-            for name, entry in report.get("networks", {}).items() if entry["runtime"] != "onnxruntime"}
+        back = min(replaced, key=lambda name: choices[name].gain())
+        log.info("precision auto: together the networks break %s; %s goes back to fp32", list(chain.violations), back)
+        choices[back] = choices[back].back_to_fp32(judge(FP32, fp32[back], all_specs[back], evidence, fp32_sessions,
+                                                         assets, all_specs))
+    for name, choice in choices.items():
+        if choice.served.path != fp32[name]:
+            network_files.move(choice.served.path, fp32[name])
+    return PrecisionChoice(requested, isa, limits, source, len(audios), len(evidence.calibration), threads, choices,
+                           chain)

@@ -107,9 +107,3 @@ def load_network_weights(module: torch.nn.Module, name: str, state: dict) -> Non
     if part:
         module.load_state_dict(part, strict=False)
 
-
-def apply_checkpoint(components, state: dict) -> None:
-    """Load every trained network's weights, after checking all of them (all or nothing)."""
-    parts = check_checkpoint(components.modules(), state)
-    for network in TRAINED:
-        getattr(components, network.name).load_state_dict(parts[network.name], strict=False)

@@ -5,7 +5,9 @@ import pickle
 import pytest
 import torch
 
-from ser_triton.model.checkpoint import apply_checkpoint, load_checkpoint, split_state_dict
+from ser_triton.core.glossary import NETWORKS
+from ser_triton.model import checkpoint, sources
+from ser_triton.model.checkpoint import load_checkpoint, split_state_dict
 from ser_triton.model.errors import CheckpointError
 from ser_triton.model.sources import build_components
 
@@ -49,34 +51,48 @@ def test_split_routes_prefixes(trained_state):
     assert {k.split(".")[0] for k in parts["fusion_head"]} == {"cmg", "proj_bert", "fc"}
 
 
-def test_missing_keys_are_named(trained_state):
+def build_with(tmp_path, state):
+    """The model from a checkpoint holding `state`, as the export and the reference build it."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save(state, path)
+    return build_components("tiny", checkpoint=path)
+
+
+def test_missing_keys_are_named(tmp_path, trained_state):
     state = dict(trained_state)
     del state["cmg.q_proj.weight"], state["bert.encoder.layer.0.output.dense.bias"]
     with pytest.raises(CheckpointError) as error:
-        apply_checkpoint(build_components("tiny"), state)
+        build_with(tmp_path, state)
     assert "missing" in str(error.value)
     assert "bert.encoder.layer.0.output.dense.bias" in str(error.value) or "cmg.q_proj.weight" in str(error.value)
 
 
-def test_unexpected_keys_are_named(trained_state):
+def test_unexpected_keys_are_named(tmp_path, trained_state):
     with pytest.raises(CheckpointError, match="unexpected keys.*classifier.weight"):
-        apply_checkpoint(build_components("tiny"), {**trained_state, "classifier.weight": torch.zeros(1)})
+        build_with(tmp_path, {**trained_state, "classifier.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="unexpected.*hubert.extra.weight"):
-        apply_checkpoint(build_components("tiny"), {**trained_state, "hubert.extra.weight": torch.zeros(1)})
+        build_with(tmp_path, {**trained_state, "hubert.extra.weight": torch.zeros(1)})
 
 
-def test_misshaped_keys_name_both_shapes(trained_state):
+def test_misshaped_keys_name_both_shapes(tmp_path, trained_state):
     state = {**trained_state, "fc.weight": torch.zeros(7, trained_state["fc.weight"].shape[1])}
     with pytest.raises(CheckpointError, match=r"mis-shaped: fc.weight \(checkpoint \(7, 64\), model \(4, 64\)\)"):
-        apply_checkpoint(build_components("tiny"), state)
+        build_with(tmp_path, state)
 
 
-def test_a_failed_checkpoint_leaves_the_model_untouched(trained_state):
-    components = build_components("tiny")
-    before = components.fusion_head.fc.weight.clone()
+def test_a_failed_checkpoint_loads_no_weights(tmp_path, monkeypatch, trained_state):
+    """All or nothing: every network's part is checked before any network is built or loaded."""
+    built, loaded = [], []
+    real_network, real_load = sources.ModelBuilder.network, checkpoint.load_network_weights
+    monkeypatch.setattr(sources.ModelBuilder, "network",
+                        lambda self, name: built.append(name) or real_network(self, name))
+    monkeypatch.setattr(checkpoint, "load_network_weights",
+                        lambda module, name, state: loaded.append(name) or real_load(module, name, state))
     with pytest.raises(CheckpointError):
-        apply_checkpoint(components, {**trained_state, "fc.bias": torch.zeros(9)})
-    assert torch.equal(components.fusion_head.fc.weight, before)
+        build_with(tmp_path, {**trained_state, "fc.bias": torch.zeros(9)})
+    assert built == [] and loaded == []
+    build_with(tmp_path, trained_state)  # the hooks see a checkpoint that fits
+    assert built == loaded == [network.name for network in NETWORKS]
 
 
 class Exploit:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ser_triton.export.cpu_features import cpu_flags, has_bf16, has_vnni, isa
+from ser_triton.export.cpu_features import CPUInfo, cpu_flags, has_bf16, has_vnni, isa
 from ser_triton.export.precision import BF16, candidates, reduce_range
 from ser_triton.core.specs import ACOUSTIC_ENCODER, ASR
 
@@ -31,6 +31,8 @@ def test_flags_are_read_from_cpuinfo_text():
     text = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_vnni\n\nprocessor\t: 1\nflags\t: fpu\n"
     assert cpu_flags(text) == {"fpu", "avx2", "avx512_vnni"}
     assert cpu_flags("no flags here") == set()
+    assert CPUInfo.read(text) == CPUInfo("Some CPU", frozenset({"fpu", "avx2", "avx512_vnni"}))  # bench/report.machine
+    assert CPUInfo.read("no flags here") == CPUInfo()
 
 
 @pytest.mark.parametrize("flags, has", [(SAPPHIRE_RAPIDS, True), (ICE_LAKE, False), (ZEN_3, False)])

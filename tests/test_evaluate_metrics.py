@@ -160,3 +160,24 @@ def test_compare_refuses_different_utterances():
         compare_systems(plain, plain[:1])
     with pytest.raises(ValueError, match="same order"):
         compare_systems(plain, plain[::-1])
+
+
+def test_one_prediction_record_for_ser_evaluate_and_the_bench():
+    """evaluation.systems.prediction_record: with the labelled utterance, a line of predictions.jsonl;
+    without it (the bench's answers), the record compare_systems matches by the result's file."""
+    from pathlib import Path
+
+    from ser_triton.core.result import Result
+    from ser_triton.evaluation.datasets import Utterance
+    from ser_triton.evaluation.systems import prediction_record
+
+    probabilities = dict(zip(LABELS, (0.1, 0.6, 0.2, 0.1)))
+    result = Result("clips/a.wav", SAD, probabilities, "GO AWAY", duration=1.5, latency=0.2)
+    utterance = Utterance("a", Path("clips/a.wav"), SAD, "go away", speaker="M01", session="1")
+    assert list(prediction_record(result, utterance).items()) == [
+        ("id", "a"), ("file", "clips/a.wav"), ("gold_label", SAD), ("predicted_label", SAD),
+        ("probabilities", probabilities), ("transcript", "GO AWAY"), ("reference_transcript", "go away"),
+        ("speaker", "M01"), ("session", "1"), ("duration", 1.5)]
+    assert list(prediction_record(result).items()) == [
+        ("id", "clips/a.wav"), ("predicted_label", SAD), ("probabilities", probabilities), ("transcript", "GO AWAY")]
+    assert compare_systems([prediction_record(result)], [prediction_record(result)], resamples=0)["label_agreement"] == 1

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from transformers import HubertModel, Wav2Vec2ForCTC
@@ -11,7 +12,8 @@ from ser_triton.export import repository
 from ser_triton.core import specs
 from ser_triton.export.errors import ExportError, ParityError
 from ser_triton.export.examples import example_inputs
-from ser_triton.export.onnx_export import TOLERANCE, check_network, export_network
+from ser_triton.export.onnx_export import (TOLERANCE, alone_and_in_batch, cases_and_batch, check_outputs, export_network,
+                                           reference_outputs, run_network)
 from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export
 from ser_triton.export.repository import Deployment
 from ser_triton.model.networks import served_network
@@ -33,6 +35,25 @@ def test_report_shows_parity_and_batch_equality(tiny_repository):
     assert report["head_trained"] is False
 
 
+def test_each_case_alone_and_in_the_padded_batch_over_its_valid_part(tiny_repository, tiny_components):
+    """What the parity check, the rewrite check and the precision's batch dependence compare: each
+    case's output alone against its row of the padded batch, both cut to the case's frames."""
+    sizes = specs.Sizes.of(tiny_components)
+    spec = specs.model_specs(sizes)[specs.ACOUSTIC_ENCODER]
+    cases = example_inputs(spec, sizes)
+    *alone, batched = run_network(repository.network_file(tiny_repository, spec.name), spec,
+                                  cases_and_batch(spec, cases))
+    pairs = list(alone_and_in_batch(spec, cases, alone, batched))
+    assert [output.name for output, _, _ in pairs] == [output.name for output in spec.outputs] * len(cases)
+    features = [(value, in_batch) for output, value, in_batch in pairs if output.name == "acoustic_features"]
+    padded = batched["acoustic_features"].shape[1]
+    for values, (value, in_batch) in zip(alone, features):
+        frames = int(values["acoustic_frames"][0])
+        assert value.shape == in_batch.shape == (frames, sizes.acoustic_dim)
+        np.testing.assert_allclose(in_batch, value, atol=TOLERANCE)
+    assert min(len(value) for value, _ in features) < padded  # the padding is cut away
+
+
 def test_parity_check_fails_past_the_tolerance(tmp_path, tiny_components):
     """The check is real: a network that differs from its ONNX file is caught."""
     sizes = specs.Sizes.of(tiny_components)
@@ -42,7 +63,7 @@ def test_parity_check_fails_past_the_tolerance(tmp_path, tiny_components):
     export_network(head, spec, cases[0], tmp_path / "head.onnx")
     altered = served_network(build_components("tiny", seed=5), specs.FUSION_HEAD)
     with pytest.raises(ParityError, match="fusion_head"):
-        check_network(altered, spec, tmp_path / "head.onnx", cases)
+        check_outputs(reference_outputs(altered, spec, cases), spec, tmp_path / "head.onnx", cases)
 
 
 def onnx_signature(path):

@@ -3,6 +3,7 @@ evidence recorded, a variant past the limits exported but reported loudly, and w
 being what was measured."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from ser_triton.export import precision, repository
 
 from ser_triton.core import specs
 from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export, verified
-from ser_triton.export.precision import DriftLimits, pick
+from ser_triton.export.precision import DriftLimits
 from tests.conftest import start_server
 from tests.server_helpers import connect, infer, utterance
 
@@ -62,12 +63,43 @@ def all_specs(tiny_components):
     return specs.model_specs(specs.Sizes.of(tiny_components))
 
 
-def test_pick_is_the_fastest_within_the_limits():
-    entries = {"fp32": {"seconds": 3.0, "within_limits": True}, "int8": {"seconds": 1.0, "within_limits": False},
-               "int8-static": {"seconds": 2.0, "within_limits": True}, "bf16": {"seconds": 2.5, "within_limits": True}}
-    assert pick(entries) == "int8-static"
-    entries["int8-static"]["within_limits"] = False
-    assert pick(entries) == "bf16"
+def test_auto_serves_the_fastest_within_the_limits(tmp_path, monkeypatch, all_specs):
+    """choose_variant judges from the fastest down and serves the first within the limits: the
+    slower ones are not judged (and say so), and the files of those not served are removed.
+    Building, timing and judging are faked: the times and verdicts are the test's."""
+    seconds = {"fp32": 3.0, "int8": 1.0, "int8-static": 2.0, "bf16": 2.5}
+    within = {"fp32": True, "int8": False, "int8-static": True, "bf16": True}
+
+    def quantized(source, destination, *args):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(b"int8")
+
+    monkeypatch.setattr(precision, "candidates", lambda network, isa: [precision.FP32, precision.int8("dynamic"),
+                                                                       precision.int8("static"), precision.BF16])
+    monkeypatch.setattr(precision, "quantize_dynamic_int8", quantized)
+    monkeypatch.setattr(precision, "quantize_static_int8", quantized)
+    monkeypatch.setattr(precision, "measure", lambda variant, path, *args, timed: precision.Candidate(
+        variant, path, path.stat().st_size, 0.0, seconds[variant.name] if timed else None))
+    monkeypatch.setattr(precision, "judge", lambda variant, *args: precision.Judgement.of(
+        {"min_hidden_cosine": 1.0 if within[variant.name] else 0.5}))
+    fp32 = tmp_path / "model.onnx"
+    fp32.write_bytes(b"fp32")
+
+    def choose():
+        return precision.choose_variant("auto", specs.ACOUSTIC_ENCODER, fp32, all_specs[specs.ACOUSTIC_ENCODER],
+                                        precision.Evidence([], [], []), {}, tmp_path, all_specs, tmp_path / "scratch",
+                                        ["avx512_vnni"], 1, logging.getLogger("test"))
+
+    choice = choose()
+    assert choice.chosen == "int8-static" and choice.served.within_limits
+    assert choice.candidates["int8"].judgement.violations and not choice.candidates["int8"].within_limits
+    for slower in ("bf16", "fp32"):
+        assert choice.candidates[slower].judgement is None
+        assert choice.candidates[slower].not_judged == "no: int8-static is faster and within the limits"
+    assert choice.served.path.is_file() and not choice.candidates["int8"].path.exists() and fp32.is_file()
+    assert choice.entry()["candidates"]["bf16"]["judged"].startswith("no:")
+    within["int8-static"] = False
+    assert choose().chosen == "bf16"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +117,9 @@ def test_auto_picks_and_records_a_choice_per_network(auto_repository):
     for name, entry in choice["networks"].items():
         candidates = entry["candidates"]
         assert {"fp32", "int8", "int8-static"} <= set(candidates)
-        assert entry["chosen"] == pick(candidates) and entry["within_limits"]
+        fastest_within = min((v for v, c in candidates.items() if c.get("within_limits")),
+                             key=lambda v: candidates[v]["seconds"])
+        assert entry["chosen"] == fastest_within and entry["within_limits"]
         chosen_seconds = candidates[entry["chosen"]]["seconds"]
         for variant, candidate in candidates.items():
             assert candidate["seconds"] > 0
