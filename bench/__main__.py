@@ -12,8 +12,10 @@
    folder (reused while the export code and arguments are unchanged), the bundled tritonserver on
    free loopback ports, perf_analyzer at each concurrency over gRPC, the client library end to end
    (whose answers give the variant's drift from fp32), and the server's peak memory;
-4. this CPU's GEMM rate per precision (bench/ceilings.py) and each variant's share of its ceiling;
-5. bench/results/summary.json, summary.md and throughput_latency.png.
+4. for the --streaming-variants, the streaming stage (bench/streaming.py): K live streams paced
+   in real time, the delay from each utterance's end to its result, the most streams sustained;
+5. this CPU's GEMM rate per precision (bench/ceilings.py) and each variant's share of its ceiling;
+6. bench/results/summary.json, summary.md, throughput_latency.png and streaming.png.
 """
 
 import argparse
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ser_triton.bench import analysis, ceilings, report, served
+from ser_triton.bench import analysis, ceilings, report, served, streaming
 from ser_triton.bench import drift as drift_of
 from ser_triton.bench.baseline import BASELINE_VARIANT, PYTORCH_VARIANTS, unavailable
 from ser_triton.bench.workload import WORK, load_or_make
@@ -85,6 +87,12 @@ def parse_args(argv):
     parser.add_argument("--work", type=Path, default=WORK, help="cache: workload, exports, raw measurements")
     parser.add_argument("--tools", type=Path, default=perf_analyzer.DEFAULT_HOME,
                         help="where perf_analyzer is installed (default: the one make setup installs)")
+    parser.add_argument("--streaming-variants", default=None,
+                        help="comma-separated variants whose streaming capacity is measured (default: fp32 and auto "
+                             "where measured; quick: the first variant); '' for none")
+    parser.add_argument("--stream-seconds", type=float, default=None,
+                        help="length of each paced stream (default 60; quick: 15)")
+    parser.add_argument("--most-streams", type=int, default=16, help="the most concurrent streams tried (default 16)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -99,6 +107,14 @@ def parse_args(argv):
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.client_concurrency = [int(c) for c in (args.client_concurrency or ("4" if args.quick else "1,4")).split(",") if c]
     args.utterances = args.utterances or (12 if args.quick else 40)
+    if args.streaming_variants is None:
+        default = args.variants[:1] if args.quick else [v for v in args.variants if v in ("fp32", "auto")]
+        args.streaming_variants = default
+    else:
+        args.streaming_variants = [v for v in args.streaming_variants.split(",") if v]
+    if set(args.streaming_variants) - set(args.variants):
+        parser.error("--streaming-variants must be among --variants")
+    args.stream_seconds = args.stream_seconds or (15.0 if args.quick else 60.0)
     args.rounds = args.rounds or 1
     return args
 
@@ -245,6 +261,10 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
                                               progress=not args.no_progress)
         client, answers = served.measure_client(server, workload, args.client_concurrency,
                                                 progress=not args.no_progress)
+        live = None
+        if variant in args.streaming_variants:
+            best = max(level["audio_seconds_per_s"] for level in levels.values())
+            live = streaming.measure(server.grpc_url, workload, best, args.stream_seconds, args.most_streams)
         memory = served.server_memory(server)
     return {
         "description": f"`ser` ensemble ({variant}) on tritonserver 2.51.0 (Python backend + ONNX Runtime), "
@@ -254,6 +274,7 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
         "concurrency": levels,
         "client": client,
         "server_memory": memory,
+        **({"streaming": live} if live else {}),
         "export": export_summary(export),
         **({"precision": chosen} if (chosen := precision_summary(export)) else {}),
     }, [prediction_record(result) for result in answers]
@@ -347,10 +368,11 @@ def main(argv=None) -> int:
                        "softmax, norms, GELU and the conv front end run below it) would be fp32_ceiling_speedup "
                        "times the baseline",
         }
+    summary["streaming"] = {variant: system["streaming"] for variant, system in systems.items() if "streaming" in system}
     analysis.Headline.of(summary).store(summary)
     paths = report.write(summary, args.out)
     progress.close()
-    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    print(f"wrote {', '.join(str(path) for path in paths.values())}")
     print("speedup vs PyTorch eager fp32 (audio-s/s at best concurrency): "
           + ", ".join(f"{k} {v}x" for k, v in summary["speedup_vs_pytorch"].items())
           + "; vs the best PyTorch variant: "
@@ -372,6 +394,11 @@ NOTES = [
     "emotions), so these are harsher than a trained model's drift.",
     "efficiency: audio-seconds per second at the best concurrency divided by ceiling_audio_seconds_per_s, what the "
     "variant's networks would reach at their own precision's GEMM rate (bench/ceilings.py).",
+    "streaming: K streams at once, each a conversation of workload utterances with 1-2 s pauses paced in real time "
+    "in 100 ms chunks; delay = the utterance's result at the client minus its end in the stream; kept_up = every "
+    "stream finished and its last third's median delay is within 0.5 s of its first third's; max_streams = the most "
+    "streams kept up with the p90 delay within 1 s of one stream's p90; throughput_streams = the variant's best "
+    "perf_analyzer audio-s/s over the conversations' speech share; efficiency = max_streams / throughput_streams.",
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
     "shared pages count once per process, so it is an upper bound. weights_mib: each network's ONNX files on disk; "
     "peak_over_weights: total_peak_rss_mib over their sum.",

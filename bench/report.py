@@ -129,6 +129,19 @@ def markdown(summary: dict) -> str:
                                f"{d['transcript_cer']:.4f}", frames, f"{d['max_probability_diff']:.4f}",
                                f"{d['min_hidden_cosine']:.5f}",
                                "yes" if summary["within_drift_limits"].get(name) else "**no**"]))
+    if summary.get("streaming"):
+        lines += ["", "## Live streams (paced in real time)", "",
+                  _row(["variant", "streams", "utterances", "delay p50 (s)", "p90", "p99", "kept up", "sustained"]),
+                  _row(["---"] * 8)]
+        for name, live in summary["streaming"].items():
+            for level in live["levels"]:
+                lines.append(_row([name, level["streams"], level["utterances"], level["p50"], level["p90"],
+                                   level["p99"], "yes" if level["kept_up"] else "**no**",
+                                   "yes" if level.get("sustained") else "no"]))
+        lines += [""] + [f"- {name}: at most **{live['max_streams']}** streams sustained (p90 within 1 s of one "
+                         f"stream's {live['single_stream']['p90']} s); the throughput could carry "
+                         f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "
+                         f"{live['efficiency']}" for name, live in summary["streaming"].items()]
     if summary.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines) + "\n"
@@ -177,6 +190,30 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_streaming(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for name, live in summary["streaming"].items():
+        xs = [level["streams"] for level in live["levels"]]
+        line, = axis.plot(xs, [level["p50"] for level in live["levels"]], "o-", label=f"{name} p50")
+        axis.plot(xs, [level["p90"] for level in live["levels"]], "--", color=line.get_color(), label=f"{name} p90")
+        axis.axvline(live["max_streams"], color=line.get_color(), linestyle=":", alpha=0.7,
+                     label=f"{name}: {live['max_streams']} sustained")
+    axis.set(xscale="log", xlabel="concurrent live streams", ylabel="utterance end -> result (s)",
+             title="Live streams paced in real time", ylim=(0, None))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.suptitle(f"{summary['machine']['cpu']}, {summary['machine']['usable_cores']} cores "
+                    f"({summary['preset']}, {summary['mode']})", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def write(summary: dict, directory: Path) -> dict:
     """summary.json as given (its headline already stored: bench.analysis), and what it renders into."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -185,6 +222,9 @@ def write(summary: dict, directory: Path) -> dict:
     paths["json"].write_text(json.dumps(summary, indent=1) + "\n")
     paths["md"].write_text(markdown(summary))
     plot(summary, paths["png"])
+    if summary.get("streaming"):
+        paths["streaming_png"] = directory / "streaming.png"
+        plot_streaming(summary, paths["streaming_png"])
     return paths
 
 

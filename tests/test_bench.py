@@ -52,9 +52,10 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     out, work = tmp_path / "results", tmp_path / "work"
     code = bench_main(["--quick", "--preset", "tiny", "--utterances", str(UTTERANCES), "--concurrency", "1,2",
                        "--client-concurrency", "2", "--variants", "fp32,auto", "--pytorch-variants",
-                       "eager-fp32,eager-int8", "--out", str(out), "--work", str(work), "--no-progress"])
+                       "eager-fp32,eager-int8", "--stream-seconds", "8", "--most-streams", "2",
+                       "--out", str(out), "--work", str(work), "--no-progress"])
     assert code == 0
-    for name in ("summary.json", "summary.md", "throughput_latency.png"):
+    for name in ("summary.json", "summary.md", "throughput_latency.png", "streaming.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
 
@@ -80,6 +81,14 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     machine = summary["machine"]
     assert machine["cpu"] and machine["cores"] >= 1 and "onnxruntime" in machine["versions"]
     assert summary["workload"]["utterances"] == UTTERANCES
+    [live] = summary["streaming"].values()  # quick: the first variant's streaming capacity (contract keys)
+    assert list(summary["streaming"]) == ["fp32"]
+    assert [level["streams"] for level in live["levels"]][:1] == [1] and 0 < live["speech_share"] < 1
+    assert {"p50", "p90", "p99"} <= set(live["single_stream"]) and positive(live["single_stream"]["p90"])
+    assert live["max_streams"] == max([lv["streams"] for lv in live["levels"] if lv["sustained"]], default=0)
+    assert live["efficiency"] == pytest.approx(live["max_streams"] / live["throughput_streams"], abs=0.001)
+    assert all(level["utterances"] > 0 and level["kept_up"] in (True, False) for level in live["levels"])
+    assert "Live streams" in (out / "summary.md").read_text()
 
     baseline = summary["systems"]["pytorch"]
     assert set(baseline["concurrency"]) == {"1"}
