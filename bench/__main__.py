@@ -93,6 +93,10 @@ def parse_args(argv):
     parser.add_argument("--stream-seconds", type=float, default=None,
                         help="length of each paced stream (default 60; quick: 15)")
     parser.add_argument("--most-streams", type=int, default=16, help="the most concurrent streams tried (default 16)")
+    parser.add_argument("--streaming-only", action="store_true",
+                        help="measure only the streaming stage of --streaming-variants (their perf_analyzer "
+                             "throughput included, for the capacity) and store it into the summary.json in --out, "
+                             "with this run's machine and date; the rest of the summary stays as it was")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -150,9 +154,8 @@ def ensure_export(variant: str, args, workload, progress) -> dict:
         stamp.unlink(missing_ok=True)
         repository.parent.mkdir(parents=True, exist_ok=True)
         log_path = args.work / f"export_{variant}{suffix}.log"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
         with open(log_path, "w") as handle:
-            done = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+            done = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             tail = "\n".join(log_path.read_text().strip().splitlines()[-10:])
             raise SystemExit(f"bench: export of {variant} failed (log: {log_path}):\n{tail}")
@@ -280,10 +283,50 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> dict:
     }, [prediction_record(result) for result in answers]
 
 
+def streaming_only(args) -> int:
+    """The streaming stage alone, stored into an existing summary (see --streaming-only)."""
+    from ser_triton.serving.ports import free_port
+    from ser_triton.serving.supervisor import TritonServer
+
+    path = args.out / "summary.json"
+    if not path.is_file():
+        raise SystemExit(f"bench: --streaming-only stores into {path}, which is not there: run the bench first")
+    summary = json.loads(path.read_text())
+    progress = tqdm(total=len(args.streaming_variants), desc="streaming", file=sys.stderr, disable=args.no_progress)
+    workload = load_or_make(args.utterances, args.seed, args.work / "workload")
+    analyzer = perf_analyzer.install(args.tools)
+    for variant in args.streaming_variants:
+        export = ensure_export(variant, args, workload, progress)
+        directory = args.work / "runs" / f"{variant}-{args.preset}-streaming"
+        directory.mkdir(parents=True, exist_ok=True)
+        server = TritonServer(export["repository"], http_port=free_port(), grpc_port=free_port(),
+                              metrics_port=free_port(), startup_timeout=900, log_path=directory / "tritonserver.log")
+        with server:
+            from ser_triton.client.library import SERClient
+
+            served.warm_up(SERClient(server.grpc_url), workload)
+            levels = served.measure_perf_analyzer(server, analyzer, workload, args.concurrency,
+                                                  args.rounds * len(workload.utterances), directory,
+                                                  progress=not args.no_progress)
+            best = max(level["audio_seconds_per_s"] for level in levels.values())
+            live = streaming.measure(server.grpc_url, workload, best, args.stream_seconds, args.most_streams)
+        live |= {"throughput_audio_seconds_per_s": best, "preset": args.preset,
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": report.machine(),
+                 "measured_apart": "with --streaming-only: this entry's run, machine and date are its own"}
+        summary.setdefault("streaming", {})[variant] = live
+        progress.update()
+    progress.close()
+    paths = report.write(summary, args.out)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.streaming_only:
+        return streaming_only(args)
     load_before = report.load_average()
     stages = ["workload", "perf_analyzer"] + [f"pytorch {v}" for v in args.pytorch_variants] + \
              [f"{v}: export" for v in args.variants] + [f"{v}: serve + measure" for v in args.variants] + \

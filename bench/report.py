@@ -138,6 +138,11 @@ def markdown(summary: dict) -> str:
                 lines.append(_row([name, level["streams"], level["utterances"], level["p50"], level["p90"],
                                    level["p99"], "yes" if level["kept_up"] else "**no**",
                                    "yes" if level.get("sustained") else "no"]))
+        for name, live in summary["streaming"].items():
+            if live.get("measured_apart"):
+                lines.append(f"\n{name} measured apart ({live['created']}, {live['machine']['cpu']}, "
+                             f"{live['preset']}): its own perf_analyzer throughput "
+                             f"{live['throughput_audio_seconds_per_s']} audio-s/s")
         lines += [""] + [f"- {name}: at most **{live['max_streams']}** streams sustained (p90 within 1 s of one "
                          f"stream's {live['single_stream']['p90']} s); the throughput could carry "
                          f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,20 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
                     assert positive(figures["latency_ms"][q]), (name, q)
 
     assert "| fp32 |" in (out / "summary.md").read_text()
+
+
+def test_streaming_only_stores_its_own_run_into_an_existing_summary(tmp_path):
+    out, work = tmp_path / "results", tmp_path / "work"
+    out.mkdir()
+    committed = json.loads((Path(__file__).resolve().parent.parent / "bench/results/summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps(committed))
+    code = bench_main(["--streaming-only", "--preset", "tiny", "--utterances", str(UTTERANCES), "--concurrency", "1",
+                       "--variants", "fp32", "--streaming-variants", "fp32", "--stream-seconds", "6",
+                       "--most-streams", "1", "--out", str(out), "--work", str(work), "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    live = summary.pop("streaming")["fp32"]
+    assert summary == {key: value for key, value in committed.items() if key != "streaming"}  # the rest as it was
+    assert live["measured_apart"] and live["preset"] == "tiny" and live["machine"]["cpu"]
+    assert positive(live["throughput_audio_seconds_per_s"]) and live["levels"][0]["streams"] == 1
+    assert "measured apart" in (out / "summary.md").read_text() and (out / "streaming.png").is_file()
