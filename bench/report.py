@@ -152,12 +152,17 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(summary: dict, path: Path) -> None:
+    plt = _pyplot()
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
     base = summary["systems"][BASELINE]["concurrency"]["1"]
     for name, system in summary["systems"].items():
@@ -196,11 +201,7 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def plot_streaming(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for name, live in summary["streaming"].items():
         xs = [level["streams"] for level in live["levels"]]

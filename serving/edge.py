@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM
 from ser_triton.serving import admin, lifetime, processes, server_log
+from ser_triton.serving.ports import Addresses
 from ser_triton.serving.supervisor import ServerError, check_ports_free, wait_until_ready
 
 TEMPLATE = Path(__file__).with_name("edge.conf.template")
@@ -201,7 +202,7 @@ def nginx_binary() -> Path:
     return Path(found)
 
 
-class Edge:
+class Edge(Addresses):
     """NGINX on `host` (its HTTP and gRPC ports), in front of `upstreams`."""
 
     def __init__(self, host: str, http_port: int, grpc_port: int, upstreams: list[Upstream],
@@ -213,14 +214,6 @@ class Edge:
         self.log_path = Path(log_path or Path(self._work.name) / "error.log")
         self.config_path = Path(self._work.name) / "nginx.conf"
         self.process: subprocess.Popen | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
 
     def config(self) -> str:
         return render(self.settings, self.upstreams, host=self.host, http_port=self.http_port,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from ser_triton.serving import admin, bundled, lifetime, processes, server_log
-from ser_triton.serving.ports import port_in_use
+from ser_triton.serving.ports import Addresses, port_in_use
 
 SHM_PREFIX = "triton_python_backend_shm_"
 
@@ -94,7 +94,7 @@ def remove_orphaned_shared_memory(min_age: float = 60.0) -> list[Path]:
 
 
 @dataclass
-class TritonServer:
+class TritonServer(Addresses):
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
     http_port: int = HTTP_PORT
@@ -120,14 +120,6 @@ class TritonServer:
         (a killed server leaves them behind); never another server's."""
         self._stopping = threading.Event()
         self.reloads: list[str] = []
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:

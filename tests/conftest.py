@@ -44,3 +44,21 @@ def start_server(repository: Path, **kwargs):
 def tiny_server(tiny_repository):
     with start_server(tiny_repository) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list:
+    """The four recorded sentences at 16 kHz (the files are espeak's 22.05 kHz), cut to their speech:
+    the truth of where speech is, for the segmentation and streaming tests."""
+    import numpy as np
+
+    from ser_triton import samples
+    from ser_triton.core.audio import load_audio
+
+    cut = []
+    for path in samples.sentences():
+        audio = load_audio(path)
+        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+        cut.append(audio[loud[0]:loud[-1] + 1])
+    assert len(cut) == 4
+    return cut

@@ -180,7 +180,10 @@ def route(server: str, path: str) -> Location:
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate and key for localhost: stand-ins for the files of a kubernetes.io/tls Secret."""
+    """A certificate and key for localhost and 127.0.0.1: stand-ins for the files of a kubernetes.io/tls
+    Secret, and the edge's certificate in the security tests."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -191,7 +194,11 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
     certificate_path, key_path = directory / "tls.crt", directory / "tls.key"
     certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -9,7 +9,6 @@ Client keys and TLS at the edge; no secret in any output or log.
 """
 
 import base64
-import datetime
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from ser_triton.core import contract
 from ser_triton.client.library import SERClient
 from ser_triton.serving import admin, edge
 from ser_triton.serving.supervisor import SHM_PREFIX
+from tests.deploy_helpers import self_signed_certificate
 from tests.server_helpers import descendants, end, free_ports, infer, start_launcher, utterance
 
 pytestmark = pytest.mark.server
@@ -225,35 +225,11 @@ def test_no_secret_reaches_the_output_or_the_logs(launched):
     assert launched.admin_key not in launched.logs_text()
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .sign(key, hashes.SHA256()))
-    certificate_path, key_path = directory / "tls.crt", directory / "tls.key"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return certificate_path, key_path
-
-
 @pytest.fixture(scope="module")
 def secured(tiny_repository, tmp_path_factory):
     """make serve with client keys and TLS at the edge."""
     tmp = tmp_path_factory.mktemp("secured")
-    certificate, key = self_signed(tmp)
+    certificate, key = self_signed_certificate(tmp)
     keys = ["k-" + base64.urlsafe_b64encode(os.urandom(24)).decode(), "second-key-" + "x" * 16]
     (tmp / "keys.txt").write_text("# one key a line\n" + "\n".join(keys) + "\n")
     served = Launched(tiny_repository, tmp, "--client-keys", str(tmp / "keys.txt"),

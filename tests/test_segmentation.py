@@ -8,8 +8,6 @@ The truth is where each sentence's samples are: its first and last sample above 
 import numpy as np
 import pytest
 
-from ser_triton import samples as shipped
-from ser_triton.core.audio import load_audio
 from ser_triton.core.contract import MAX_SECONDS, SAMPLE_RATE
 from ser_triton.export.repository import vad_package_file
 from ser_triton.serving.steps import segmentation
@@ -25,18 +23,6 @@ MS = SAMPLE_RATE // 1000
 
 def seconds(value: float) -> int:
     return round(value * SAMPLE_RATE)
-
-
-@pytest.fixture(scope="module")
-def sentences() -> list[np.ndarray]:
-    """The four sentences at 16 kHz (the files are espeak's 22.05 kHz), cut to their speech."""
-    cut = []
-    for path in shipped.sentences():
-        samples = load_audio(path)
-        loud = np.flatnonzero(np.abs(samples) > 0.01 * np.abs(samples).max())
-        cut.append(samples[loud[0]:loud[-1] + 1])
-    assert len(cut) == 4
-    return cut
 
 
 class Stream:

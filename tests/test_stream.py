@@ -19,11 +19,9 @@ import pytest
 import soundfile
 import tritonclient.grpc as grpcclient
 
-from ser_triton import samples
 from ser_triton.client import live_input, timeline
 from ser_triton.client.library import ClientError, SERClient
 from ser_triton.core import contract
-from ser_triton.core.audio import load_audio
 from ser_triton.export.refresh import refresh
 from tests.conftest import REPO_ROOT, start_server
 from tests.server_helpers import descendants, end, free_ports, start_launcher
@@ -34,17 +32,6 @@ RATE = contract.SAMPLE_RATE
 
 def seconds(value: float) -> int:
     return round(value * RATE)
-
-
-@pytest.fixture(scope="module")
-def sentences() -> list[np.ndarray]:
-    """The four sentences at 16 kHz, cut to their speech."""
-    cut = []
-    for path in samples.sentences():
-        audio = load_audio(path)
-        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
-        cut.append(audio[loud[0]:loud[-1] + 1])
-    return cut
 
 
 def joined(parts) -> tuple[np.ndarray, list[tuple[int, int]]]:
