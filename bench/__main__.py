@@ -297,6 +297,7 @@ def streaming_only(args) -> int:
     analyzer = perf_analyzer.install(args.tools)
     for variant in args.streaming_variants:
         export = ensure_export(variant, args, workload, progress)
+        load_before = report.load_average()
         directory = args.work / "runs" / f"{variant}-{args.preset}-streaming"
         directory.mkdir(parents=True, exist_ok=True)
         server = TritonServer(export["repository"], http_port=free_port(), grpc_port=free_port(),
@@ -312,6 +313,7 @@ def streaming_only(args) -> int:
             live = streaming.measure(server.grpc_url, workload, best, args.stream_seconds, args.most_streams)
         live |= {"throughput_audio_seconds_per_s": best, "preset": args.preset,
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": report.machine(),
+                 "load_average": {"before": load_before, "after": report.load_average()},
                  "measured_apart": "with --streaming-only: this entry's run, machine and date are its own"}
         summary.setdefault("streaming", {})[variant] = live
         progress.update()
