@@ -175,3 +175,22 @@ def stream_spec() -> ModelSpec:
         T(contract.PROBABILITIES, "float32", (len(contract.LABELS),), "probabilities"),
         T(contract.TRANSCRIPT, "bytes", (1,), "transcript"),
     ))
+
+
+VAD = "vad"
+"""Silero VAD, the stream model's speech detector: it runs inside the stream model (where each
+stream's state lives), from the ONNX file the export copies next to it."""
+
+
+def vad_spec() -> ModelSpec:
+    """Silero VAD's tensors (16 kHz): a window with its context, the recurrent state, the rate in;
+    the window's speech probability and the next state out."""
+    T = TensorSpec
+    return ModelSpec(VAD, (
+        T("input", "float32", (VARIABLE,), "audio", SAMPLES),
+        T("state", "float32", (VARIABLE, 128), "state"),
+        T("sr", "int64", (), "rate"),
+    ), (
+        T("output", "float32", (1,), "probability"),
+        T("stateN", "float32", (VARIABLE, 128), "state"),
+    ))

@@ -207,7 +207,8 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
         keys.INPUT_ROLES: json.dumps({t.role: t.name for t in spec.inputs}),
         keys.OUTPUT_ROLES: json.dumps({t.role: t.name for t in spec.outputs}),
         keys.SAMPLE_RATE: str(contract.SAMPLE_RATE), keys.MAX_AUDIO_SECONDS: str(deployment.max_audio_seconds),
-        keys.VAD_FILE: VAD_FILE, keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
+        keys.VAD_FILE: VAD_FILE, keys.VAD_TENSORS: json.dumps(vad_tensors()),
+        keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
         keys.MAX_STREAMS: str(deployment.max_streams), keys.STREAM_IDLE_SECONDS: str(deployment.stream_idle_seconds),
         keys.MAX_CHUNK_SECONDS: str(contract.MAX_CHUNK_SECONDS),
         keys.CLASSIFIER: json.dumps({"model": contract.ENSEMBLE, "audio": contract.AUDIO,
@@ -216,6 +217,13 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config
+
+
+def vad_tensors() -> dict[str, str]:
+    """Silero VAD's tensors by role (core.specs.vad_spec), as the stream model looks them up."""
+    spec = specs.vad_spec()
+    return {"audio": spec.input("audio").name, "state": spec.input("state").name, "rate": spec.input("rate").name,
+            "probability": spec.output("probability").name, "next_state": spec.output("state").name}
 
 
 def vad_package_file() -> Path:

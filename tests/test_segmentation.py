@@ -348,3 +348,16 @@ def test_memory_stays_bounded_over_a_long_stream(sentences):
 def test_the_vad_rate_is_the_ensembles():
     """The steps read nothing of the package: the VAD's own rate must be the contract's."""
     assert segmentation.SAMPLE_RATE == SAMPLE_RATE
+
+
+def test_the_vad_file_has_the_tensors_its_spec_declares():
+    """core.specs.vad_spec is what the stream model looks Silero's tensors up by: it must be the file's."""
+    from ser_triton.core import specs
+    from ser_triton.export.repository import vad_tensors
+
+    spec = specs.vad_spec()
+    onnx = {t.name: len(t.shape) for t in SESSION.get_inputs() + SESSION.get_outputs()}
+    for tensor in spec.inputs + spec.outputs:
+        assert onnx[tensor.name] == (0 if tensor.is_length else len(tensor.dims) + 1), tensor.name
+    assert set(onnx) == {t.name for t in spec.inputs + spec.outputs}
+    assert vad_tensors() == segmentation.VAD_TENSORS

@@ -33,6 +33,8 @@ LABELS = "labels"
 # stream (the streaming model, contract.STREAM)
 VAD_FILE = "vad_file"
 """Silero VAD's ONNX file, next to model.py."""
+VAD_TENSORS = "vad_tensors"
+"""JSON {role: name} of Silero VAD's tensors (core.specs.vad_spec; the next state's role: next_state)."""
 SEGMENTATION_RULES = "segmentation_rules"
 """JSON {rule: value} that changes the defaults of steps.segmentation.SegmentationRules."""
 MAX_STREAMS = "max_streams"

@@ -55,6 +55,10 @@ def _as_samples(samples) -> np.ndarray:
     return samples
 
 
+VAD_TENSORS = {"audio": "input", "state": "state", "rate": "sr", "probability": "output", "next_state": "stateN"}
+"""Silero VAD's tensors by role; the stream model gets them from its config (core.specs.vad_spec)."""
+
+
 class SpeechDetector:
     """Silero VAD over a stream: feed samples in chunks of any size, get one speech probability
     per completed 512-sample window, the same for any chunking.
@@ -64,8 +68,9 @@ class SpeechDetector:
     `stateN`), and `sr` an int64 scalar; `output` [1, 1] is the probability.
     """
 
-    def __init__(self, session: onnxruntime.InferenceSession):
+    def __init__(self, session: onnxruntime.InferenceSession, tensors: dict | None = None):
         self.session = session
+        self.tensors = tensors or VAD_TENSORS
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset()
 
@@ -83,7 +88,9 @@ class SpeechDetector:
 
     def _score(self, window: np.ndarray) -> np.float32:
         self._input[0, CONTEXT:] = window
-        output, self._state = self.session.run(None, {"input": self._input, "state": self._state, "sr": self._sr})
+        names = self.tensors
+        output, self._state = self.session.run([names["probability"], names["next_state"]], {
+            names["audio"]: self._input, names["state"]: self._state, names["rate"]: self._sr})
         self._input[0, :CONTEXT] = self._input[0, -CONTEXT:]
         self.windows += 1
         return output[0, 0]

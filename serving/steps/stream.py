@@ -61,6 +61,7 @@ class TritonPythonModel(Step):
         self.max_chunk_samples = int(float(self.parameters[parameters.MAX_CHUNK_SECONDS]) * self.sample_rate)
         self.classifier = json.loads(self.parameters[parameters.CLASSIFIER])
         self.session = vad_session(self.file(parameters.VAD_FILE))
+        self.vad_tensors = json.loads(self.parameters[parameters.VAD_TENSORS])
         self.streams: dict[int, Stream] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()
         self.lock = threading.Lock()
@@ -109,7 +110,7 @@ class TritonPythonModel(Step):
             if len(self.streams) >= self.max_streams:
                 raise StreamEnded(f"the server is at its limit of {self.max_streams} live streams: try again in a "
                                   "moment (or on another replica)")
-            stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session), rules))
+            stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session, self.vad_tensors), rules))
         return stream
 
     def _stream(self, corrid: int, start: bool, request) -> Stream:
