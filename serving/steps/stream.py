@@ -187,10 +187,11 @@ class TritonPythonModel(Step):
                 if not self._send(sender, response):
                     self._end(corrid, "its client went away")
                     return
-        except StreamEnded as error:
-            self._end(corrid, str(error))
+        except Exception as error:  # noqa: BLE001 - a failed classification ends its stream, said, never silently
+            message = str(error) if isinstance(error, StreamEnded) else f"the stream failed: {error}"
+            self._end(corrid, message)
             self._send(sender, pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(error), pb_utils.TritonError.INTERNAL)), FINAL)
+                error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)), FINAL)
             return
         self._send(sender, None, FINAL)
 
