@@ -441,7 +441,7 @@ NOTES = [
     "variant's networks would reach at their own precision's GEMM rate (bench/ceilings.py).",
     "streaming: K streams at once, each a conversation of workload utterances with 1-2 s pauses paced in real time "
     "in 100 ms chunks; delay = the utterance's result at the client minus its end in the stream; kept_up = every "
-    "stream finished and its last third's median delay is within 0.5 s of its first third's; max_streams = the most "
+    "stream finished within one stream's p99 delay + 1 s after its audio ended (no growing backlog); max_streams = the most "
     "streams kept up with the p90 delay within 1 s of one stream's p90; throughput_streams = the variant's best "
     "perf_analyzer audio-s/s over the conversations' speech share; efficiency = max_streams / throughput_streams.",
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "

@@ -209,12 +209,17 @@ def plot_streaming(summary: dict, path: Path) -> None:
         axis.plot(xs, [level["p90"] for level in live["levels"]], "--", color=line.get_color(), label=f"{name} p90")
         axis.axvline(live["max_streams"], color=line.get_color(), linestyle=":", alpha=0.7,
                      label=f"{name}: {live['max_streams']} sustained")
+    levels = sorted({level["streams"] for live in summary["streaming"].values() for level in live["levels"]})
     axis.set(xscale="log", xlabel="concurrent live streams", ylabel="utterance end -> result (s)",
              title="Live streams paced in real time", ylim=(0, None))
+    axis.minorticks_off()
+    axis.set_xticks(levels, labels=[str(level) for level in levels])
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.suptitle(f"{summary['machine']['cpu']}, {summary['machine']['usable_cores']} cores "
-                    f"({summary['preset']}, {summary['mode']})", fontsize=8)
+    live = next(iter(summary["streaming"].values()))
+    machine = live.get("machine", summary["machine"])  # a streaming run measured apart names its own
+    figure.suptitle(f"{machine['cpu']}, {machine['usable_cores']} cores ({live.get('preset', summary['preset'])})",
+                    fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
