@@ -85,8 +85,8 @@ def alone(step, request: dict) -> dict:
 
 def assert_same_outputs(got: dict, want: dict) -> None:
     assert set(got) == set(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 # --- a failed batch: each request retried alone -------------------------------------------------
@@ -160,7 +160,8 @@ def test_make_steps_max_batch_seconds_rewrites_the_cap_and_keeps_the_recorded_on
     shutil.copytree(capped_repository, copy)
 
     def cap(name):
-        return repository.read_config(copy / name / "config.pbtxt").parameters[parameters.MAX_BATCH_SAMPLES].string_value
+        config = repository.read_config(copy / name / "config.pbtxt")
+        return config.parameters[parameters.MAX_BATCH_SAMPLES].string_value
 
     assert refresh(["--repository", str(copy)]) == 0
     assert cap(specs.ACOUSTIC_ENCODER) == cap(specs.ASR) == str(CAP)
