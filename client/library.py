@@ -24,6 +24,10 @@ DEFAULT_URLS = {"grpc": f"127.0.0.1:{GRPC_PORT}", "http": f"127.0.0.1:{HTTP_PORT
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503"}
 """Statuses that mean "no server there right now" (gRPC code, HTTP status), worth retrying."""
 
+_UNLOADED = "has no available versions"
+"""Triton's answer for a model that it is loading or unloading: a server starting up, or stopping
+(it unloads the ensemble before it closes its ports), so worth retrying like no server at all."""
+
 _TIMED_OUT = {"StatusCode.DEADLINE_EXCEEDED"}
 
 _CHECK_ADDRESS = f"check --url and --protocol (defaults: grpc {DEFAULT_URLS['grpc']}, http {DEFAULT_URLS['http']})"
@@ -219,7 +223,7 @@ class SERClient:
             except InferenceServerException as error:
                 if error.status() in _TIMED_OUT:
                     raise self._timed_out() from None
-                if error.status() not in _UNAVAILABLE:
+                if error.status() not in _UNAVAILABLE and _UNLOADED not in (error.message() or ""):
                     raise ClientError(f"the server at {self.url} refused the request: {error.message()}") from None
                 reason = error.message()
             except TimeoutError:

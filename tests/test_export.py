@@ -175,8 +175,9 @@ def test_max_batch_seconds_must_be_positive_seconds(capfd, value, message):
 
     for parse in (lambda: parse_args(["--max-batch-seconds", value]),
                   lambda: refresh_main(["--repository", "unused", "--max-batch-seconds", value])):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exited:
             parse()
+        assert exited.value.code == 2  # a usage error
         err = capfd.readouterr().err
         assert f"--max-batch-seconds: {message}" in err and "Traceback" not in err
 

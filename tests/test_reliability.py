@@ -4,6 +4,7 @@ import concurrent.futures as futures
 import os
 import re
 import signal
+import threading
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from ser_triton.core import contract
 from tests.conftest import start_server
-from tests.server_helpers import connect, infer, utterance
+from tests.server_helpers import connect, ensemble_successes, infer, utterance
 
 pytestmark = pytest.mark.server
 ENCODERS = ("acoustic_encoder", "asr")
@@ -149,22 +150,45 @@ def test_a_crashed_python_step_is_reported_and_reloaded(tiny_repository, capfd):
 
 
 def test_a_server_restart_mid_run_loses_no_result(tiny_repository):
-    """The client retries with backoff across a restart; every input gets its answer, in order."""
+    """The client retries with backoff across a restart; every input gets its answer, in order.
+
+    The stop comes once the first answers are in, so most of the run is still to be answered (some
+    of it in flight) when the server goes; the restarted server (its statistics start at zero)
+    answers some of it, and every answer is still the right one."""
     from ser_triton.core.contract import LABELS, SAMPLE_RATE
     from ser_triton.client.library import SERClient, ServerUnreachable
 
-    audios = [utterance(s, seed=i) for i, s in enumerate(np.linspace(0.5, 3.0, 16))]
+    # enough work that the stop, a moment after the first answers, comes well before the last one
+    audios = [utterance(s, seed=i) for i, s in enumerate(np.linspace(0.5, 3.0, 48))]
     server = start_server(tiny_repository)
     with server:
-        client = SERClient(server.grpc_url, retries=8, backoff=0.5, timeout=30)
+        # The client's default timeout (60 s) outlasts the server's wait for its requests in flight when
+        # it stops (30 s): Triton 2.51 now and then leaves an ensemble request unanswered while it stops
+        # and waits all of that; at its exit the request fails over as unreachable and is retried. A
+        # client timeout of 30 s raced that exit and lost the request (1 run in 10).
+        client = SERClient(server.grpc_url, retries=8, backoff=0.5)
         expected = [client.classify(a, SAMPLE_RATE) for a in audios]
-        results = []
-        runner = futures.ThreadPoolExecutor(1).submit(
-            lambda: results.extend(client.classify_many(audios, concurrency=2, sample_rate=SAMPLE_RATE)))
-        time.sleep(0.5)
-        server.stop()
+        results, answered, lock, first_answers = [], [], threading.Lock(), threading.Event()
+
+        def count(index, outcome):
+            with lock:
+                answered.append(index)
+                if len(answered) >= 2:
+                    first_answers.set()
+
+        runner = futures.ThreadPoolExecutor(1).submit(lambda: results.extend(
+            client.classify_many(audios, concurrency=2, sample_rate=SAMPLE_RATE, on_result=count)))
+        assert first_answers.wait(60), "no answer before the stop"
+        with lock:
+            answered_at_stop = len(answered)
+        server.stop()  # Triton unloads the ensemble, then closes its ports: both are retried
         server.start()
         runner.result(timeout=180)
+        answered_by_the_restarted_server = ensemble_successes(server)
+        assert answered_at_stop < len(audios), "the run had ended before the stop"
+        assert 1 <= answered_by_the_restarted_server <= len(audios) - answered_at_stop, (
+            answered_at_stop, answered_by_the_restarted_server)
+        assert sorted(answered) == list(range(len(audios)))  # each once
         assert len(results) == len(audios)
         for got, want in zip(results, expected):
             assert not isinstance(got, Exception), got

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import threading
+from types import SimpleNamespace
 
 import pytest
 import soundfile
@@ -101,11 +102,47 @@ def assert_answers_right(results: dict[str, list], reference: dict, paths: list)
             assert_same(outcome, reference[path], atol=1e-4)
 
 
+def upstreams_of(replica) -> set[str]:
+    return {f"{replica.host}:{replica.http_port}", f"{replica.host}:{replica.grpc_port}"}
+
+
+def failed_upstreams(error_log: str) -> list[str]:
+    """host:port of every request the edge could not pass on, from nginx's error log."""
+    return re.findall(r'\[error\].*upstream: "\w+://([^/"]+)', error_log)
+
+
 def attempts_on(replica, error_log: str) -> int:
     """Requests the edge tried to pass to this replica and could not, from nginx's error log."""
-    upstreams = {f"{replica.host}:{replica.http_port}", f"{replica.host}:{replica.grpc_port}"}
-    failed = re.findall(r'\[error\].*upstream: "\w+://([^/"]+)', error_log)
-    return sum(1 for upstream in failed if upstream in upstreams)
+    return sum(1 for upstream in failed_upstreams(error_log) if upstream in upstreams_of(replica))
+
+
+EDGE_LOG = """\
+2026/12/01 19:36:53 [error] 13071#13071: *15 upstream prematurely closed connection while reading response header \
+from upstream, client: 127.0.0.1, server: , request: "POST /v2/models/ser/infer HTTP/1.1", upstream: \
+"http://127.0.0.1:35143/v2/models/ser/infer", host: "127.0.0.1:52391"
+2026/12/01 19:36:53 [warn] 13071#13071: *15 upstream server temporarily disabled while reading response header \
+from upstream, client: 127.0.0.1, server: , request: "POST /v2/models/ser/infer HTTP/1.1", upstream: \
+"http://127.0.0.1:35143/v2/models/ser/infer", host: "127.0.0.1:52391"
+2026/12/01 19:36:53 [error] 13071#13071: *3 upstream prematurely closed connection while reading response header \
+from upstream, client: 127.0.0.1, server: , request: "POST /inference.GRPCInferenceService/ModelInfer HTTP/2.0", \
+upstream: "grpc://127.0.0.1:46851", host: "127.0.0.1:42883"
+2026/12/01 19:36:54 [error] 13071#13071: *21 connect() failed (111: Connection refused) while connecting to upstream, \
+client: 127.0.0.1, server: , request: "POST /v2/models/ser/infer HTTP/1.1", upstream: \
+"http://127.0.0.1:35199/v2/models/ser/infer", host: "127.0.0.1:52391"
+"""
+"""What nginx logged when a replica (HTTP 35143, gRPC 46851) was killed in mid-run (the first three
+lines), and a failed connection to another replica (HTTP 35199)."""
+
+
+def test_the_log_check_counts_each_failed_attempt_on_a_replica_over_either_protocol():
+    """attempts_on, on lines nginx wrote: one per [error] whose upstream is one of the replica's
+    ports; the [warn] that follows names the same request and is not counted twice."""
+    dead = SimpleNamespace(host="127.0.0.1", http_port=35143, grpc_port=46851)
+    other = SimpleNamespace(host="127.0.0.1", http_port=35199, grpc_port=46899)
+    assert attempts_on(dead, EDGE_LOG) == 2
+    assert attempts_on(other, EDGE_LOG) == 1
+    assert attempts_on(SimpleNamespace(host="127.0.0.1", http_port=1, grpc_port=2), EDGE_LOG) == 0
+    assert set(failed_upstreams(EDGE_LOG)) == upstreams_of(dead) | {"127.0.0.1:35199"}
 
 
 def test_concurrent_clients_over_grpc_and_http_get_the_reference_answers_from_both_replicas(
@@ -124,6 +161,8 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
     victim_shm = processes.shared_memory_files(victim.process.pid, SHM_PREFIX)
     sent = len(PROTOCOLS) * len(workload)
     answered, answered_at_kill, enough, lock = [0], [], threading.Event(), threading.Lock()
+    error_log = replica_set.edge.log_path
+    log_at_kill = []
 
     def count(index, outcome):
         with lock:
@@ -135,6 +174,7 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
         if enough.wait(120):
             with lock:
                 answered_at_kill.append(answered[0])
+                log_at_kill.append(error_log.stat().st_size)
                 os.kill(victim.process.pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_the_victim)
@@ -146,9 +186,17 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
     assert victim.process.poll() == -signal.SIGKILL and answered_at_kill[0] < sent, "not killed in mid-run"
     assert_answers_right(results, reference, workload)
 
-    # After the kill: every request goes to the survivor, and not one is tried on the dead replica.
-    error_log = replica_set.edge.log_path
+    # The check below can see attempts on the dead replica: the ones the edge made on it in mid-run,
+    # before it left the rotation (requests in flight on it when it died, or sent to it since),
+    # which nginx logged as the check reads them.
     seen = error_log.stat().st_size
+    with open(error_log, "rb") as log:
+        log.seek(log_at_kill[0])
+        in_mid_run = log.read(seen - log_at_kill[0]).decode(errors="replace")
+    assert attempts_on(victim, in_mid_run) >= 1, in_mid_run
+    assert upstreams_of(victim) <= set(failed_upstreams(in_mid_run)), in_mid_run  # over HTTP and over gRPC
+
+    # After the kill: every request goes to the survivor, and not one is tried on the dead replica.
     before = ensemble_successes(survivor)
     results = classify_concurrently(replica_set, workload)
     assert_answers_right(results, reference, workload)
