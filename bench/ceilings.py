@@ -25,9 +25,11 @@ GFLOP_PER_AUDIO_SECOND = {
     specs.TEXT_ENCODER: 3.0,
     specs.FUSION_HEAD: 0.1,
 }
-"""Work per second of audio (shared/reference/physics.md): each 24-layer 1024-wide encoder ~36
-GFLOP (conv front end ~5, transformer ~30); BERT-base ~0.17 GFLOP per token at ~15 tokens per
-utterance (random-weight transcripts make more, so this is a lower bound); the head is small."""
+"""Work per second of audio, counted from the networks' shapes: each 24-layer 1024-wide encoder
+(50 frames a second) ~36 GFLOP: the conv front end ~5, the transformer ~30 (per frame and layer:
+the projections and feed-forward, 2 x 12 x 1024^2 multiply-adds, plus attention over the
+utterance); BERT-base ~0.17 GFLOP per token at ~15 tokens per utterance (random-weight transcripts
+make more, so this is a lower bound); the head is small."""
 
 
 def _gemm_model(path: Path) -> Path:
