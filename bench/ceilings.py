@@ -27,7 +27,7 @@ GFLOP_PER_AUDIO_SECOND = {
 }
 """Work per second of audio, counted from the networks' shapes: each 24-layer 1024-wide encoder
 (50 frames a second) ~36 GFLOP: the conv front end ~5, the transformer ~30 (per frame and layer:
-the projections and feed-forward, 2 x 12 x 1024^2 multiply-adds, plus attention over the
+the projections and feed-forward, 12 x 1024^2 multiply-adds of 2 FLOP each, plus attention over the
 utterance); BERT-base ~0.17 GFLOP per token at ~15 tokens per utterance (random-weight transcripts
 make more, so this is a lower bound); the head is small."""
 
