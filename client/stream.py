@@ -113,8 +113,10 @@ class LiveStream:
         rate = grpcclient.InferInput(CHUNK_RATE, [1, 1], "INT32")
         rate.set_data_from_numpy(np.array([[SAMPLE_RATE]], dtype=np.int32))
         request = str(number)
-        with self.lock:
+        with self.lock:  # the end is open before it counts as sent: no final before it may end the stream
             self.open.add(request)
+            if end:
+                self.sent_all.set()
         self.client.async_stream_infer(STREAM, [chunk, rate], request_id=request, sequence_id=self.sequence,
                                        sequence_start=start, sequence_end=end, enable_empty_final_response=True,
                                        parameters=self.parameters if start else None)
@@ -131,8 +133,6 @@ class LiveStream:
             tail = self.resample(np.zeros(0, np.float32), last=True)
             if number == 0 and tail.size == 0:
                 raise AudioError("the stream holds no audio")
-            with self.lock:
-                self.sent_all.set()
             self._send(number, tail, number == 0, True)
         except (AudioError, ValueError) as error:
             self.events.put(StreamError(f"a chunk cannot be sent: {error}"))
