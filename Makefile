@@ -82,3 +82,26 @@ bench: setup
 
 clean:
 	rm -rf $(REPOSITORY)/*/ $(REPOSITORY)/export_report.json bench/work
+
+# ------------------------------------------------------------------------------------------------
+# Ship: the CPU image, built and run with podman
+# (docs/ship.md). `make setup` installs podman and its configuration where they are missing and
+# it runs as root (deploy/podman/setup.sh), as it installs nginx.
+#   make image                       deploy/docker/cpu.Dockerfile -> $(IMAGE), layers cached
+# ------------------------------------------------------------------------------------------------
+IMAGE      ?= ser-triton-cpu:dev
+# e.g. IMAGE_ARGS="--base python:3.11-slim-bookworm" to choose the base instead of letting make image
+IMAGE_ARGS ?=
+# the Python that runs the podman scripts: the virtualenv's where it exists, else the system's
+# (make image needs only the standard library and reads the same pip configuration)
+SHIP_PY     = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+.PHONY: podman image
+
+setup: podman
+
+podman:
+	@sh deploy/podman/setup.sh
+
+image: podman
+	@$(SHIP_PY) deploy/podman/image.py --tag $(IMAGE) $(IMAGE_ARGS)
