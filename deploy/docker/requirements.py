@@ -1,7 +1,8 @@
 """The requirements of the project with one extra, read from pyproject.toml alone, one a line:
 the project's own and the extra's (extras it names of the project itself followed; not the
-build system's, which pip installs apart, only to build the project), so that an image installs its dependencies in a layer that changing the code does not
-rebuild, then the project on top (deploy/docker/cpu.Dockerfile).
+build system's, which pip installs apart, only to build the project), so that an image installs
+its dependencies in a layer that changing the code does not rebuild, then the project on top
+(deploy/docker/cpu.Dockerfile).
 
     python3 requirements.py pyproject.toml serve > requirements.txt
 

@@ -17,7 +17,10 @@ NAME=${1:?give the image name, e.g. localhost/ser-triton-base:bookworm}
 SUITE=${2:-bookworm}
 PACKAGES=python3,python3-venv,libpython3.11,ca-certificates
 
-command -v debootstrap >/dev/null || { echo "deploy/podman/base.sh: debootstrap is missing: run \`make setup\` as root" >&2; exit 1; }
+if ! command -v debootstrap >/dev/null; then
+    echo "deploy/podman/base.sh: debootstrap is missing: run \`make setup\` as root" >&2
+    exit 1
+fi
 [ "$(id -u)" = 0 ] || { echo "deploy/podman/base.sh: debootstrap needs root" >&2; exit 1; }
 
 # the repositories of this machine's apt lists for SUITE, SUITE-updates and SUITE-security
@@ -81,4 +84,5 @@ tar --numeric-owner -C "$root" -c . | podman import \
     --change "CMD [\"python3\"]" \
     --change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase with Python $version (debootstrap)\"" \
     --message "debootstrap --variant=minbase --include=$PACKAGES $SUITE" - "$NAME" >/dev/null
-echo "base: $NAME (Debian $SUITE, Python $version, $(podman image inspect --format '{{.Size}}' "$NAME" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
+size=$(podman image inspect --format '{{.Size}}' "$NAME" | awk '{ printf "%.0f MB", $1 / 1e6 }')
+echo "base: $NAME (Debian $SUITE, Python $version, $size)"

@@ -13,15 +13,14 @@ index URLs, find-links, constraints and CA bundle): a pip.conf naming them is wr
 the build context and mounted, with the local files and folders it names, under /run/host-pip
 for the build stage's RUN steps only (podman build --target build -v ...:ro), where that stage
 points PIP_CONFIG_FILE; the image is then built on that stage's cached layers without them, so
-nothing of it is in any layer of the image. Layers are cached: a rebuild without changes takes seconds, a change of the code
-rebuilds only the project's layer.
+nothing of it is in any layer of the image. Layers are cached: a rebuild without changes takes
+seconds, a change of the code rebuilds only the project's layer.
 
 Standard library only (it runs before the virtualenv may exist).
 """
 
 import argparse
 import ast
-import os
 import re
 import shutil
 import subprocess

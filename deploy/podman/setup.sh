@@ -10,10 +10,11 @@
 #   catatonit        the pause process of the infra container every `podman kube play` pod has
 #   debootstrap      the fallback base image, bootstrapped from Debian packages where the registry
 #                    base cannot be pulled (deploy/podman/base.sh)
-# and writes /etc/containers/containers.conf where there is none (or an earlier one of its own): runc, cgroupfs (no systemd needed),
-# the file events logger, and default ulimits no higher than this machine's (podman's defaults are
-# higher than many machines allow: "setrlimit RLIMIT_NOFILE: Operation not permitted", "error
-# setting rlimit type 6", RLIMIT_NPROC).
+# and writes /etc/containers/containers.conf where there is none (or brings an earlier one of its
+# own up to date; anyone else's is left alone): runc, cgroupfs (no systemd needed), the file events
+# logger, and default ulimits no higher than this machine's (podman's defaults are higher than many
+# machines allow: "setrlimit RLIMIT_NOFILE: Operation not permitted", "error setting rlimit type 6",
+# RLIMIT_NPROC).
 set -eu
 
 PACKAGES="podman runc catatonit debootstrap"
@@ -45,7 +46,8 @@ if [ -e "$CONFIG" ] && ! head -n 1 "$CONFIG" | grep -qF "$MARK"; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-    [ -e "$CONFIG" ] || echo "make setup: $CONFIG is missing; as root, \`make setup\` writes it (runc, cgroupfs, ulimits)" >&2
+    [ -e "$CONFIG" ] || echo "make setup: $CONFIG is missing; as root, \`make setup\` writes it" \
+                             "(runc, cgroupfs, ulimits)" >&2
     exit 0
 fi
 # this machine's hard limits of open files and processes; processes also no more than
