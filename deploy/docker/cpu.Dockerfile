@@ -53,11 +53,14 @@ FROM ${PYTHON_IMAGE}
 # into its work folder under $TMPDIR (the edge's config names every temp path and the pid file
 # there, and nginx is started with -e for the error log), so the package's /var/lib/nginx and
 # /var/log/nginx are never used, nor its config under /etc/nginx.
+# No setuid or setgid programs (su, passwd, mount...): nothing here may gain privileges, in a pod
+# with allowPrivilegeEscalation false or a container run without no-new-privileges alike.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends tini nginx \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 10001 --user-group --create-home --home-dir /home/ser ser
+    && useradd --uid 10001 --user-group --create-home --home-dir /home/ser ser \
+    && find / -xdev -type f -perm /6000 -exec chmod ug-s {} +
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/project /opt/project
 # The Python stubs find their packages through the first python3 on PATH: the venv's
