@@ -82,3 +82,38 @@ bench: setup
 
 clean:
 	rm -rf $(REPOSITORY)/*/ $(REPOSITORY)/export_report.json bench/work
+
+# ------------------------------------------------------------------------------------------------
+# Ship: the CPU image, run as a container and as the Kubernetes pod spec, with podman
+# (docs/ship.md). `make setup` installs podman and its configuration where they are missing and
+# it runs as root (deploy/podman/setup.sh), as it installs nginx.
+#   make image                       deploy/docker/cpu.Dockerfile -> $(IMAGE), layers cached
+#   make kube-play                   overlays/local's server pod on HTTP_PORT, GRPC_PORT, METRICS_PORT
+#   make kube-down                   removes it
+# ------------------------------------------------------------------------------------------------
+IMAGE      ?= ser-triton-cpu:dev
+# e.g. IMAGE_ARGS="--base python:3.11-slim-bookworm" to choose the base instead of letting make image
+IMAGE_ARGS ?=
+# e.g. KUBE_ARGS="--state /tmp/pod --name ser-triton-try" (kube-play and kube-down alike)
+KUBE_ARGS  ?=
+# the Python that runs the podman scripts: the virtualenv's where it exists, else the system's
+# (make image needs only the standard library and reads the same pip configuration; kube-play
+# needs PyYAML: the virtualenv's, or Debian's python3-yaml)
+SHIP_PY     = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+.PHONY: podman image kube-play kube-down
+
+setup: podman
+
+podman:
+	@sh deploy/podman/setup.sh
+
+image: podman
+	@$(SHIP_PY) deploy/podman/image.py --tag $(IMAGE) $(IMAGE_ARGS)
+
+kube-play: podman
+	@$(SHIP_PY) deploy/podman/kube.py play --image $(IMAGE) --repository $(REPOSITORY) --host $(HOST) \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(KUBE_ARGS)
+
+kube-down:
+	@$(SHIP_PY) deploy/podman/kube.py down $(KUBE_ARGS)

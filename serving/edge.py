@@ -40,6 +40,11 @@ TEMPLATE = Path(__file__).with_name("edge.conf.template")
 
 NAME = "nginx (the edge)"
 
+DRAIN_SECONDS = 20
+"""How long a stopping edge (SIGTERM to the launcher: docker stop, Kubernetes) may go on finishing
+the requests it accepted: nginx's worker_shutdown_timeout (edge.conf.template). With the server's
+own stop after it (Triton's exit timeout, 30 s) it fits the pods' terminationGracePeriodSeconds (60)."""
+
 FAIL_TIMEOUT = 10.0
 """Seconds a replica stays out of the rotation after a failed request; then one request tries it again."""
 
@@ -256,9 +261,18 @@ class Edge(Addresses):
         ended = processes.how_it_ended(self.process.returncode)
         return f"{NAME} {ended}; log: {server_log.name(self.log_path)}"
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Fast shutdown (SIGTERM: the master stops its worker), then anything left in its group."""
+    def stop(self, timeout: float = 10.0, drain: bool = False) -> None:
+        """Fast shutdown (SIGTERM: the master stops its worker), then anything left in its group.
+        `drain`: first a graceful one (SIGQUIT: nginx closes its listening sockets at once and finishes
+        the requests in flight, for at most DRAIN_SECONDS), so that stopping fails no request it had
+        accepted; the servers behind it must still be up meanwhile."""
         if self.process is not None:
+            if drain and self.process.poll() is None:
+                self.process.send_signal(signal.SIGQUIT)
+                try:
+                    self.process.wait(DRAIN_SECONDS + timeout)
+                except subprocess.TimeoutExpired:
+                    pass
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
                 try:
@@ -270,7 +284,8 @@ class Edge(Addresses):
         self.process = None
 
     def close(self) -> None:
-        self.stop()
+        """Stop for good: the requests in flight are finished first (drain)."""
+        self.stop(drain=True)
         self._work.cleanup()
 
 

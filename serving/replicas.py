@@ -110,6 +110,7 @@ class ReplicaSet:
             server.stop()
 
     def close(self) -> None:
+        """Stop for good: the edge finishes the requests in flight first, while the servers still run."""
         self.edge.close()
         for server in [*self.servers, self.front]:
             server.close()

@@ -57,6 +57,15 @@ MINIMUM_STARTUP_SECONDS = 300
 """Full-size models load for minutes; the startup probe must wait at least this long."""
 
 
+LOCAL_OVERLAYS = {"local": "cpu"}
+"""Overlays for one machine (`make kube-play`, docs/ship.md) and the hardware overlay they copy."""
+
+
+def hardware(name: str) -> str:
+    """The hardware an overlay runs on: cpu or gpu."""
+    return LOCAL_OVERLAYS.get(name, name.split("-")[0])
+
+
 def overlay(name: str) -> tuple[dict, ...]:
     return render(KUBERNETES / "overlays" / name)
 
@@ -277,7 +286,7 @@ def test_resources_are_requested_and_limited(name):
     for kind in ("cpu", "memory"):
         assert resources["requests"][kind] and resources["limits"][kind]
     gpus = resources["limits"].get("nvidia.com/gpu")
-    if name.startswith("gpu"):
+    if hardware(name) == "gpu":
         assert int(gpus) >= 1 and resources["requests"]["nvidia.com/gpu"] == gpus
     else:
         assert gpus is None
@@ -287,9 +296,8 @@ def test_resources_are_requested_and_limited(name):
 def test_each_overlay_runs_its_image(name):
     documents = overlay(name)
     container = server_container(documents)
-    hardware = name.split("-")[0]
-    assert container["image"].split(":")[0].endswith(f"ser-triton-{hardware}")
-    if hardware == "gpu":
+    assert container["image"].split(":")[0].endswith(f"ser-triton-{hardware(name)}")
+    if hardware(name) == "gpu":
         assert flags(container["args"])["--model-repository"] == "$(MODEL_REPOSITORY)"
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec(documents)["tolerations"]
     else:
@@ -403,6 +411,9 @@ def test_model_repository_is_a_volume_or_object_storage_never_the_image(name):
         assert re.match(r"(s3|gs)://", fetched["MODEL_REPOSITORY_SOURCE"])
         assert fetch["args"] == ["$(MODEL_REPOSITORY_SOURCE)", "$(MODEL_REPOSITORY)"]
         assert repository_mount(documents, fetch)["mountPath"] == fetched["MODEL_REPOSITORY"] == repository
+    elif name in LOCAL_OVERLAYS:  # a directory of the one machine, mounted read-only where the server looks
+        assert volumes["model-repository"]["hostPath"]["type"] == "Directory"
+        assert mount["mountPath"] == repository and mount["readOnly"]
     else:  # a PersistentVolumeClaim, mounted read-only where the server looks
         claim = volumes["model-repository"]["persistentVolumeClaim"]["claimName"]
         assert find(documents, "PersistentVolumeClaim", claim)
@@ -424,7 +435,7 @@ def test_cpu_overlays_serve_the_directory_the_cpu_image_reads():
     command = yaml.safe_load(DockerfileParser(str(DOCKERFILES["cpu"])).cmd)
     directory = command[command.index("--repository") + 1]
     for name in OVERLAYS:
-        if name.startswith("cpu"):
+        if hardware(name) == "cpu":
             documents = overlay(name)
             assert repository_mount(documents, server_container(documents))["mountPath"] == directory
 
@@ -482,7 +493,8 @@ def test_every_overlay_fronts_its_servers_with_the_edge(name):
     assert selects(service["spec"]["selector"], pod_labels(documents))
     service_ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert (http, grpc) == (service_ports["http"], service_ports["grpc"]) == (ports["http"], ports["grpc"])
-    assert container["image"] == server_container(overlay("cpu"))["image"]  # the CPU image, in every overlay
+    # the CPU image, in every overlay (a local one's: the image built there)
+    assert container["image"] == server_container(overlay(name if name in LOCAL_OVERLAYS else "cpu"))["image"]
     budget = find(documents, "PodDisruptionBudget", "ser-triton-edge")["spec"]
     assert selects(budget["selector"]["matchLabels"], edge_labels(documents))
     assert budget["maxUnavailable"] < edge_deployment(documents)["spec"]["replicas"]
@@ -761,7 +773,7 @@ def test_gpu_and_kserve_servers_refuse_their_control_plane_without_the_admin_key
 def test_the_cpu_launcher_restricts_its_servers_itself():
     """The CPU pods' servers: the launcher adds the restricting flags with a key only it holds."""
     for name in OVERLAYS:
-        if name.startswith("cpu"):
+        if hardware(name) == "cpu":
             assert "args" not in server_container(overlay(name))  # the image's launcher command
     server = TritonServer()
     command = server.command(backends=DEPLOY)
