@@ -6,7 +6,7 @@
     python client/evaluate.py data/test.csv --reference --checkpoint checkpoints/x.pt   # vs PyTorch
 
 Writes summary.json, summary.md, confusion.png, predictions.jsonl and skipped.jsonl into --out
-(default evaluation/<data name>/) and prints summary.md. Rows that cannot be used (malformed,
+(default evaluation_results/<data name>/) and prints summary.md. Rows that cannot be used (malformed,
 unknown label, missing or unreadable audio) are skipped, each with its reason on stderr and in
 skipped.jsonl, and counted; the exit code is 0 when the evaluation was written.
 Needs the evaluate extra (pip install 'ser-triton[evaluate]'); --reference also the export extra.
@@ -34,7 +34,7 @@ def build_parser(reference: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ser-evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", metavar="DATA", help="a manifest (.csv, .tsv, .jsonl) or an IEMOCAP release folder")
-    parser.add_argument("--out", type=Path, help="output folder (default evaluation/<data name>/)")
+    parser.add_argument("--out", type=Path, help="output folder (default evaluation_results/<data name>/)")
     parser.add_argument("--sessions", nargs="+", metavar="N",
                         help="only these sessions (IEMOCAP: 1-5, e.g. --sessions 5 for its test fold; "
                              "manifests: values of the session column)")
@@ -181,7 +181,7 @@ def evaluate(args) -> int:
             for run in others
         },
     }
-    out = args.out or Path("evaluation") / dataset.name
+    out = args.out or Path("evaluation_results") / dataset.name
     paths = evaluation_report.write(summary, records, dataset.skipped, out)
     print(paths["summary.md"].read_text(), end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)

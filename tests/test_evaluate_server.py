@@ -141,7 +141,7 @@ def test_an_iemocap_fold_lands_in_the_default_folder(tiny_server, tmp_path):
     release = iemocap_tree.build(tmp_path)
     run = evaluate(release, "--sessions", "1", "--url", tiny_server.grpc_url, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    out = tmp_path / "evaluation" / "IEMOCAP_full_release-session1"
+    out = tmp_path / "evaluation_results" / "IEMOCAP_full_release-session1"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_utterances"] == 3
     assert summary["skipped"] == {"IEMOCAP category fru (frustration) is left out": 1,
