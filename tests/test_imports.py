@@ -41,6 +41,9 @@ def modules() -> dict[str, Path]:
     for package in {package_of(p) for p in FLOORS}:
         folder = REPO_ROOT / package.replace(".", "/")
         for path in folder.rglob("*.py"):
+            if not all((parent / "__init__.py").is_file() for parent in path.parents if parent != REPO_ROOT
+                       and REPO_ROOT in parent.parents):
+                continue  # not a module of the package: a script's data, bench/work's exported repositories
             relative = path.relative_to(REPO_ROOT).with_suffix("")
             found[".".join(relative.parts).removesuffix(".__init__")] = path
     return found
