@@ -7,15 +7,14 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from ser_triton.serving.ports import free_port
+from ser_triton.serving.supervisor import ready  # noqa: F401 - the tests read it from here
 from tests.conftest import REPO_ROOT
-from tests.deploy_helpers import READY_PATH
 
 IMAGE = "ser-triton-cpu:dev"
 """What `make image` builds and the local overlay runs (as localhost/ser-triton-cpu:dev)."""
@@ -96,14 +95,6 @@ def processes(name: str) -> list[dict]:
 def host_pid(name: str, command: str) -> int:
     [pid] = [int(p["hpid"]) for p in processes(name) if p["comm"] == command]
     return pid
-
-
-def ready(http_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}{READY_PATH}", timeout=2) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 class Container:

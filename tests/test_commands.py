@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,10 @@ from ser_triton.export import repository
 from ser_triton.core import specs
 from ser_triton.export.refresh import main as refresh_main
 from ser_triton.serving.ports import free_port
+from ser_triton.serving.supervisor import ready
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.server
@@ -51,9 +43,9 @@ def test_tritonserver_and_perf_analyzer_commands(tiny_repository, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not ready(http) and server.poll() is None and time.monotonic() < deadline:
+        while not ready(f"127.0.0.1:{http}") and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert ready(http), server.stdout.read() if server.poll() is not None else "not ready in 120 s"
+        assert ready(f"127.0.0.1:{http}"), server.stdout.read() if server.poll() is not None else "not ready in 120 s"
         measured = subprocess.run(
             [str(BIN / "perf_analyzer"), "-m", ENSEMBLE, "-u", f"127.0.0.1:{grpc}", "-i", "grpc",
              "--input-data", str(perf_input), "--concurrency-range", "2", "--request-count", "8"],
