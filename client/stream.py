@@ -21,7 +21,7 @@ import soxr
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ser_triton.core.audio import AudioError, to_float32
+from ser_triton.core.audio import AudioError, mono_float32
 from ser_triton.core.contract import (CHUNK, CHUNK_RATE, EMOTION, END_SAMPLE, EVENT, LABELS, MAX_CHUNK_SECONDS,
                                       PROBABILITIES, SAMPLE_RATE, START_SAMPLE, STREAM, TRANSCRIPT)
 from ser_triton.core.result import StreamEvent
@@ -31,16 +31,6 @@ _DONE = object()
 
 class StreamError(RuntimeError):
     """The stream ended before its end; the message says why."""
-
-
-def mono_float32(chunk, channels: int | None = None) -> np.ndarray:
-    """A chunk as mono float32 samples: [samples] or [samples, channels], integer or float PCM."""
-    samples = to_float32(np.asarray(chunk))
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    elif samples.ndim != 1:
-        raise AudioError(f"a chunk must be [samples] or [samples, channels], not shape {samples.shape}")
-    return samples
 
 
 class Resampler:

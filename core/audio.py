@@ -38,13 +38,19 @@ def to_float32(samples: np.ndarray) -> np.ndarray:
     raise AudioError(f"samples of dtype {samples.dtype} are not audio: give integer or float PCM")
 
 
+def mono_float32(samples) -> np.ndarray:
+    """Mono float32 from integer or float PCM shaped [samples] or [samples, channels]."""
+    samples = to_float32(np.asarray(samples))
+    if samples.ndim == 2:
+        return samples.mean(axis=1, dtype=np.float32)
+    if samples.ndim != 1:
+        raise AudioError(f"audio must be [samples] or [samples, channels], not shape {samples.shape}")
+    return samples
+
+
 def prepare(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mono float32 at SAMPLE_RATE from an array shaped [samples] or [samples, channels]."""
-    samples = to_float32(samples)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    elif samples.ndim != 1:
-        raise AudioError(f"audio must be [samples] or [samples, channels], not shape {samples.shape}")
+    samples = mono_float32(samples)
     if sample_rate <= 0:
         raise AudioError(f"sample rate must be positive, not {sample_rate}")
     if samples.size == 0:
