@@ -2,7 +2,7 @@
 
 Label agreement, transcript CER and the largest probability difference come from the answers the
 server gave the client library (batched as the server batches them), compared with
-export.drift.answer_drift (core.metrics, as ser-evaluate compares two servers). The smallest hidden-state
+export.drift.answer_drift (evaluation.metrics, as ser-evaluate compares two servers). The smallest hidden-state
 cosine and the agreement of decisive CTC frames come from the export's own measurement on the same
 workload (export.precision: each network's outputs against fp32's, on fp32 inputs). The limits
 are export.precision.DRIFT_LIMITS.

@@ -129,7 +129,7 @@ def _keep_classified(runs, utterances, skipped):
 
 def evaluate(args) -> int:
     from ser_triton.evaluation import report as evaluation_report
-    from ser_triton.core import metrics  # need the evaluate extra, checked by main
+    from ser_triton.evaluation import metrics  # needs the evaluate extra (jiwer), checked by main
 
     try:
         dataset = load_dataset(args.data, args.sessions, args.excited)

@@ -39,7 +39,7 @@ class Run:
 
 
 def prediction_record(result: Result, utterance: Utterance | None = None) -> dict:
-    """The record core.metrics scores and compares, of one answer: its label, probabilities
+    """The record evaluation.metrics scores and compares, of one answer: its label, probabilities
     and transcript under the result's file as id; with the labelled utterance it answers, one line
     of predictions.jsonl (the utterance's id, gold label, reference transcript, ...)."""
     answer = {"predicted_label": result.label, "probabilities": result.probabilities, "transcript": result.transcript}

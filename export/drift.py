@@ -8,7 +8,7 @@ served chain, measured with the server's own code.
   (serving.steps.text), one network in memory at a time. Given the values of an earlier run, it
   recomputes only what a replaced network changes.
 - chain_drift / output_cosine: a chain run against a reference run: label agreement, transcript
-  CER, largest probability difference (core.metrics.compare_systems, as ser-evaluate reports
+  CER, largest probability difference (evaluation.metrics.compare_systems, as ser-evaluate reports
   them), and each network's own outputs.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ser_triton.core.contract import LABELS
-from ser_triton.core.metrics import compare_systems, decisive_label_agreement
+from ser_triton.evaluation.metrics import compare_systems, decisive_label_agreement
 from ser_triton.core import specs
 from ser_triton.export.onnx_export import (alone_and_in_batch, cases_and_batch, pad_batch, run_network, run_onnx,
                                            valid_extent)
@@ -97,7 +97,7 @@ def run_chain(sessions: dict[str, SessionFactory], assets: Path, all_specs: dict
 
 
 def records(values: list[dict], all_specs: dict[str, specs.ModelSpec]) -> list[dict]:
-    """The chain's answers per utterance, as core.metrics takes them."""
+    """The chain's answers per utterance, as evaluation.metrics takes them."""
     head, tokenize = all_specs[specs.FUSION_HEAD], all_specs[specs.CTC_TOKENIZE]
     found = []
     for index, value in enumerate(values):
@@ -138,7 +138,7 @@ def decisive_frame_agreement(reference: list[dict], candidate: list[dict], asr: 
 
 
 def answer_drift(reference: list[dict], candidate: list[dict]) -> dict:
-    """Two systems' answers to the same utterances (records as core.metrics takes them): label
+    """Two systems' answers to the same utterances (records as evaluation.metrics takes them): label
     agreement (overall and where the reference was decisive), transcript CER and agreement, and
     the largest probability difference."""
     comparison = compare_systems(reference, candidate, resamples=0)

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ser_triton.core.contract import LABELS
-from ser_triton.core.metrics import (
+from ser_triton.evaluation.metrics import (
     classification_scores,
     compare_systems,
     edit_counts,

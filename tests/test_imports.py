@@ -1,12 +1,18 @@
 """The house's floors import only downwards, no module imports a command-line script, none reads tests/.
 
-    core (contract, audio, results, specs, metrics), samples (the recorded speech)
+    core (contract, audio, results, specs), samples (the recorded speech)
     <- model (research model), client (thin client), serving.steps (run inside Triton, self-contained)
-    <- export (model -> ONNX + repository), serving (launcher, edge, supervision)
-    <- evaluation (ser-evaluate) <- bench (make bench)
+    <- evaluation (ser-evaluate: the data readers and the metrics, which export's drift gates score with)
+    <- export (model -> ONNX + repository), serving (launcher, edge, supervision; needs no evaluation)
+    <- bench (make bench)
+
+The ground floor needs only the thin client's own dependencies: the bare client imports all of it.
 """
 
 import ast
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -19,9 +25,9 @@ FLOORS = {
     "model": {"core", "model"},
     "client": {"core", "client"},
     "serving.steps": set(),  # relative imports only: the steps are copied into every model folder
-    "export": {"core", "samples", "model", "serving.steps", "export"},
-    "serving": {"core", "samples", "client", "serving.steps", "serving"},
     "evaluation": {"core", "client", "model", "evaluation"},
+    "export": {"core", "samples", "model", "serving.steps", "evaluation", "export"},
+    "serving": {"core", "samples", "client", "serving.steps", "serving"},
     "bench": {"core", "samples", "model", "client", "serving.steps", "export", "serving", "evaluation", "bench"},
 }
 """Each package (a folder, installed as ser_triton.<folder>) and the packages it may import."""
@@ -47,6 +53,41 @@ def modules() -> dict[str, Path]:
             relative = path.relative_to(REPO_ROOT).with_suffix("")
             found[".".join(relative.parts).removesuffix(".__init__")] = path
     return found
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Every top-level module `path` imports (absolute imports, lazy ones inside functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def thin_client_modules() -> set[str]:
+    """Top-level modules a bare `pip install .` can import: the standard library, the project's
+    dependencies (pyproject.toml, no extras) and theirs."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pending, installed = [Requirement(text) for text in project["dependencies"]], set()
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        extras = set(requirement.extras)
+        if (name, frozenset(extras)) in installed:
+            continue
+        installed.add((name, frozenset(extras)))
+        for text in metadata.distribution(name).requires or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": extra}) for extra in extras | {""}):
+                pending.append(needed)
+    names = {name for name, _ in installed}
+    return set(sys.stdlib_module_names) | {module for module, distributions in metadata.packages_distributions().items()
+                                           if names & {canonicalize_name(d) for d in distributions}}
 
 
 def imports(path: Path) -> set[str]:
@@ -104,3 +145,16 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert {"export.pipeline", "client.infer"} <= found
     assert package_of("export.pipeline") not in FLOORS["model"]
     assert any(s == "client.infer" for s in SCRIPTS)
+
+
+def test_the_ground_floor_needs_nothing_the_thin_client_lacks():
+    """core is below the thin client, which installs no extra: every module core imports comes with
+    `pip install .` (a scorer needing jiwer, say, belongs in evaluation)."""
+    available = thin_client_modules() | {"ser_triton"}
+    assert {"numpy", "tritonclient", "soundfile", "json"} <= available and "jiwer" not in available
+    assert "torch" not in available  # positive control: an extra's module is not counted as installed
+    for module, path in MODULES.items():
+        if package_of(module) == "core":
+            missing = top_level_imports(path) - available
+            assert not missing, f"{module} imports {sorted(missing)}, which the bare client does not install: " \
+                                "move it up to the floor that uses it"

@@ -1,7 +1,8 @@
 """Each extra installs and works alone, in a fresh virtualenv (not the one `make setup` made).
 
 - the bare client (`pip install .`): `python client/infer.py --help` and a classification work, and
-  neither torch nor the project's internals beyond the client and core can be imported;
+  every module of core imports, and neither torch, jiwer nor the project's internals beyond the client and
+  core can be imported;
 - `[export]`: `python -m ser_triton.export --help` and a tiny export;
 - `[serve]`: `make serve`'s launcher serves an exported repository, and the client classifies through it;
 - `[evaluate]`: `python client/evaluate.py` on the shipped manifest, against a server.
@@ -66,8 +67,12 @@ def test_the_bare_client_installs_alone_and_classifies(environments, tiny_server
                "--url", tiny_server.grpc_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["label"] in LABELS
-    assert run(python, "-c", "import ser_triton.client.library, ser_triton.core.audio", cwd=tmp_path).returncode == 0
-    for module in ("torch", "onnxruntime", "transformers", "ser_triton.model.sources", "client", "model", "export"):
+    ground_floor = ", ".join(f"ser_triton.core.{path.stem}" for path in sorted((REPO_ROOT / "core").glob("*.py"))
+                             if path.stem != "__init__")
+    imported = run(python, "-c", f"import ser_triton.client.library, {ground_floor}", cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr  # the whole ground floor, with the client's dependencies alone
+    for module in ("torch", "onnxruntime", "transformers", "jiwer", "ser_triton.model.sources", "client", "model",
+                   "export"):
         assert cannot_import(python, module, tmp_path), f"{module} is importable from the bare client's install"
     assert (python.parent / "ser-infer").is_file()
 

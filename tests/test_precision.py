@@ -34,7 +34,7 @@ def test_limits_name_what_they_break():
 
 
 def test_decisions_are_judged_where_fp32_made_one():
-    from ser_triton.core.metrics import decisive_label_agreement
+    from ser_triton.evaluation.metrics import decisive_label_agreement
 
     def record(*p):
         return {"probabilities": dict(zip(("happy", "sad", "angry", "neutral"), p))}

@@ -18,9 +18,9 @@ the classes that occur in gold or predicted labels. A per-class value without a 
 Confidence intervals are percentile bootstraps over utterances; comparisons resample both
 systems with the same utterances (paired).
 
-On the ground floor because the export's drift gates, the benchmark and ser-evaluate all score
-answers with it; it needs jiwer, which the export and evaluate extras bring (the thin client
-never imports it).
+In evaluation, the floor below export, because ser-evaluate, the export's drift gates (CER, label
+agreement), the benchmark and training all score answers with it. It needs jiwer, which the export
+and evaluate extras bring; the thin client (core and client, no jiwer) never imports it.
 """
 
 from collections.abc import Callable, Sequence
@@ -248,8 +248,8 @@ def compare_systems(first: Sequence[dict], second: Sequence[dict], resamples: in
     comparison = {
         "n_utterances": n,
         "label_agreement": float(np.mean([a["predicted_label"] == b["predicted_label"] for a, b in pairs])),
-        "transcript_agreement": float(np.mean([normalise_transcript(a["transcript"]) == normalise_transcript(b["transcript"])
-                                               for a, b in pairs])),
+        "transcript_agreement": float(np.mean([normalise_transcript(a["transcript"])
+                                               == normalise_transcript(b["transcript"]) for a, b in pairs])),
         "transcript_cer": 0.0 if char_edits.sum() == 0 else _number(_ratio(char_edits.sum(), chars.sum())),
         "max_probability_diff": float(np.abs(_probability_matrix(first) - _probability_matrix(second)).max()),
         "delta": {},
