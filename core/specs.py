@@ -20,7 +20,7 @@ VARIABLE = -1
 # What a variable axis counts.
 SAMPLES, FRAMES, TOKENS = "samples", "frames", "tokens"
 
-# Model names in the repository: the networks (named in model.glossary) and the Python steps.
+# Model names in the repository: the networks (named in core.glossary) and the Python steps.
 AUDIO_INPUT = "audio_input"
 ACOUSTIC_ENCODER = glossary.ACOUSTIC_ENCODER.name
 ASR = glossary.ASR.name

@@ -62,7 +62,7 @@ LABEL_SPELLINGS = {
     "neutral": ("neu",),
 }
 """Other ways data sets spell each served label (the label itself is always accepted)."""
-assert set(LABEL_SPELLINGS) == set(LABELS), "LABEL_SPELLINGS must cover exactly client.contract.LABELS"
+assert set(LABEL_SPELLINGS) == set(LABELS), "LABEL_SPELLINGS must cover exactly core.contract.LABELS"
 
 _LABEL_OF = {spelling: label for label, spellings in LABEL_SPELLINGS.items() for spelling in (label, *spellings)}
 

@@ -32,11 +32,11 @@ TOLERANCE = 1e-4
 
 def signature(module: torch.nn.Module, spec: specs.ModelSpec) -> tuple[list[str], list[str]]:
     """The names of the module's inputs (its forward arguments) and outputs (its `outputs`), in its
-    own order; an error unless they are the tensors that export.specs declares for it."""
+    own order; an error unless they are the tensors that core.specs declares for it."""
     inputs, outputs = list(inspect.signature(module.forward).parameters), list(module.outputs)
     for kind, own, declared in (("inputs", inputs, spec.inputs), ("outputs", outputs, spec.outputs)):
         if sorted(own) != sorted(t.name for t in declared):
-            raise ExportError(f"{spec.name}: {type(module).__name__} has {kind} {own}, but export.specs declares "
+            raise ExportError(f"{spec.name}: {type(module).__name__} has {kind} {own}, but core/specs.py declares "
                               f"{[t.name for t in declared]}: make them the same names")
     return inputs, outputs
 

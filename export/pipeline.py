@@ -3,7 +3,7 @@
     from ser_triton.export.pipeline import ExportOptions, export
     report = export(ExportOptions(out=Path("model_repository"), preset="tiny"))
 
-Per network (model.glossary order): build it, export it to ONNX, free it, check the file against
+Per network (core.glossary order): build it, export it to ONNX, free it, check the file against
 PyTorch (alone and in a padded batch), then for the cpu target rewrite its conv front end
 (export.optimize), checked against the exported graph. Then, for a reduced precision, each
 network's variant, judged along the whole chain on speech (export.precision). One network is in

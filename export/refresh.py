@@ -2,7 +2,7 @@
 
     python -m ser_triton.export.refresh --repository model_repository
 
-After editing serving/steps/ or export/specs.py (or the deployment knobs), this takes seconds
+After editing serving/steps/ or core/specs.py (or the deployment knobs), this takes seconds
 instead of a full re-export: the sizes and deployment recorded in export_report.json give the
 same configs as the export wrote; the ONNX files and tokenizer assets stay as they are. Deployment
 flags given here replace the recorded ones (and are recorded).

@@ -1,6 +1,6 @@
 """Write the Triton model repository: one model per network, the Python steps, the ensemble.
 
-Every config.pbtxt is built as a `ModelConfig` protobuf from `export.specs`, the same
+Every config.pbtxt is built as a `ModelConfig` protobuf from `core.specs`, the same
 declarations the ONNX export used, for one of three targets:
 - cpu:         ONNX networks run by ONNX Runtime inside Python-backend models (the tritonserver
                bundled in the nvidia-pytriton wheel has no onnxruntime backend); ragged batching.

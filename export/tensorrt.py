@@ -1,7 +1,7 @@
 """TensorRT plans for the `tensorrt` target (GPU only): one engine per ONNX network.
 
 Each engine gets one optimization profile spanning batch 1..max_batch_size and every variable
-axis from its shortest to its longest allowed extent, by what the axis counts (export.specs):
+axis from its shortest to its longest allowed extent, by what the axis counts (core.specs):
 samples up to the deployment's longest audio, frames as many as those samples make, tokens up to
 BERT's 512. So any request the ensemble accepts has an engine shape. Plans are tied to the GPU
 and TensorRT version that built them: build them on the serving GPU, in the Triton container

@@ -1,7 +1,7 @@
 """Research checkpoints: load them safely and split them into each network's weights.
 
 A checkpoint is the flat state_dict of the research EnhancedSERModel (`hubert.*`, `bert.*`,
-`cmg.*`, `proj_bert.*`, `fc.*`; which network each prefix belongs to is in model.glossary),
+`cmg.*`, `proj_bert.*`, `fc.*`; which network each prefix belongs to is in core.glossary),
 possibly wrapped as `{"model_state_dict": ...}` or saved from DataParallel (`module.` prefixes).
 It is loaded with `weights_only=True`: no pickled code runs, and memory-mapped (zip files, what
 `torch.save` writes): a network's weights are read when that network is built, not before.

@@ -8,7 +8,7 @@ utterance alone:
   each utterance's valid frames only, and the encoder masks padded frames;
 - the fusion head (`model.fusion.FusionHead`) masks padded frames and tokens.
 Each network's signature is its forward arguments (named as its input tensors) and `outputs` (the
-names of what forward returns, in order); the export checks both against export.specs and binds
+names of what forward returns, in order); the export checks both against core.specs and binds
 tensors by these names, never by position.
 """
 
@@ -121,7 +121,7 @@ WRAPPERS = {
 
 
 def served_network(model, name: str) -> nn.Module:
-    """The served module of one network (see model.glossary), in eval mode, from a
+    """The served module of one network (see core.glossary), in eval mode, from a
     model.sources.Components or a ModelBuilder (which builds it now)."""
     component = model.network(name)
     wrapper = WRAPPERS[name]

@@ -3,7 +3,7 @@
 `ModelBuilder` is the one entry point: it builds each network on its own (the export holds one at
 a time), and `build_components` (its `components()`) returns all the research model's parts
 (encoders, ASR, fusion head, tokenizers) at once, each under its network's name
-(model.glossary), for the reference pipeline.
+(core.glossary), for the reference pipeline.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""client.audio: any rate, channel count, format or dtype in; mono float32 at 16 kHz out, or a clear error."""
+"""core.audio: any rate, channel count, format or dtype in; mono float32 at 16 kHz out, or a clear error."""
 
 import numpy as np
 import pytest

@@ -64,7 +64,7 @@ def test_reference_cli_prints_the_client_json_keys(tmp_path):
 
 
 def test_reference_loads_audio_like_the_client(tmp_path, tiny_reference):
-    """Same samples through client.audio, whatever the file's rate and channels."""
+    """Same samples through core.audio, whatever the file's rate and channels."""
     rng = np.random.default_rng(3)
     stereo = (0.1 * rng.standard_normal((44100, 2))).astype(np.float32)
     path = tmp_path / "noise.wav"

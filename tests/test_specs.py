@@ -1,6 +1,7 @@
-"""export.specs is the one declaration: names agree everywhere, and nothing depends on tensor order."""
+"""core.specs is the one declaration: names agree everywhere, and nothing depends on tensor order."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ from ser_triton.core import specs
 from ser_triton.export.pipeline import ExportOptions, export
 from ser_triton.core.glossary import NETWORKS
 from ser_triton.model.networks import WRAPPERS
-from tests.conftest import start_server
+from tests.conftest import REPO_ROOT, start_server
 from tests.server_helpers import connect, infer, utterance
 
 
@@ -87,6 +88,9 @@ def test_a_network_whose_signature_disagrees_with_the_specs_is_refused(tmp_path,
 
     spec = all_specs[specs.TEXT_ENCODER]
     renamed = dataclasses.replace(spec, outputs=(dataclasses.replace(spec.outputs[0], name="bert_features"),))
-    with pytest.raises(ExportError, match=r"text_encoder: TextEncoder has outputs \['text_features'\].*bert_features"):
+    with pytest.raises(ExportError, match=r"text_encoder: TextEncoder has outputs \['text_features'\], but "
+                                          r"core/specs.py declares \['bert_features'\]") as refused:
         export_network(served_network(tiny_components, specs.TEXT_ENCODER), renamed,
                        example_inputs(spec, specs.Sizes.of(tiny_components))[0], tmp_path / "text.onnx")
+    declaring = str(refused.value).split(" declares")[0].split()[-1]
+    assert (REPO_ROOT / declaring).resolve() == Path(specs.__file__).resolve()  # the file to open is the one

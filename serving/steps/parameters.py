@@ -2,7 +2,7 @@
 
 INPUT_ROLES = "input_roles"
 OUTPUT_ROLES = "output_roles"
-"""JSON {role: tensor name} of a Python step's inputs and outputs (roles: export.specs)."""
+"""JSON {role: tensor name} of a Python step's inputs and outputs (roles: core.specs)."""
 
 # onnx_network (every network on the cpu target)
 ONNX_FILE = "onnx_file"
