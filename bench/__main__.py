@@ -170,11 +170,11 @@ def ensure_export(variant: str, args, workload, progress) -> dict:
 
 
 def deployment_of(repository: Path) -> dict:
-    from ser_triton.export.repository import read_config
+    from ser_triton.core.model_config import read_config
     from ser_triton.core.specs import ACOUSTIC_ENCODER
     from ser_triton.serving.steps.parameters import INTRA_OP_THREADS
 
-    config = read_config(repository / ACOUSTIC_ENCODER / "config.pbtxt")
+    config = read_config(repository / ACOUSTIC_ENCODER)
     return {
         "max_batch_size": config.max_batch_size,
         "queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds,
