@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ser_triton.core import contract
 from ser_triton.core import specs
+from ser_triton.core.model_config import CONFIG_FILE
 from ser_triton.serving.steps import parameters as keys
 from ser_triton.serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
 
@@ -250,12 +251,9 @@ def write_stream_model(root: Path, deployment: Deployment) -> None:
 
 
 def write_config(config: mc.ModelConfig, directory: Path) -> None:
+    """`directory`/config.pbtxt (core.model_config reads it back)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.pbtxt").write_text(text_format.MessageToString(config))
-
-
-def read_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+    (directory / CONFIG_FILE).write_text(text_format.MessageToString(config))
 
 
 def install_step(directory: Path, module: str) -> None:
