@@ -137,7 +137,20 @@ def test_the_detector_refuses_what_is_not_mono_float_audio():
     with pytest.raises(ValueError, match="one-dimensional"):
         SpeechDetector(SESSION).feed(np.zeros((512, 2), np.float32))
     with pytest.raises(ValueError, match="1 NaN or infinite"):
-        Segmenter(SpeechDetector(SESSION)).feed(np.array([0.0, np.nan, 0.1], np.float32))
+        segment(np.array([0.0, np.nan, 0.1], np.float32), SpeechDetector(SESSION))
+
+
+def test_audio_is_scanned_for_nan_once_where_it_enters(sentences, monkeypatch):
+    """segment() scans a recording once; a live chunk is scanned by the stream model where it
+    arrives (tests/test_stream.py), so neither the segmenter nor the detector scans it again."""
+    scanned = []
+    isfinite = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda values: scanned.append(np.size(values)) or isfinite(values))
+    chunk = sentences[0][:seconds(1.0)]
+    Segmenter(SpeechDetector(SESSION)).feed(chunk)
+    assert scanned == []
+    segment(sentences[0], SpeechDetector(SESSION))
+    assert scanned == [sentences[0].size]
 
 
 # --- the rules

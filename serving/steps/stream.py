@@ -136,7 +136,7 @@ class TritonPythonModel(Step):
         if chunk.size > self.max_chunk_samples:
             raise StreamEnded(f"{name} holds {chunk.size / self.sample_rate:.1f} s: send chunks of at most "
                               f"{self.max_chunk_samples / self.sample_rate:g} s")
-        bad = np.count_nonzero(~np.isfinite(chunk))
+        bad = np.count_nonzero(~np.isfinite(chunk))  # the chunk's one scan: the segmenter takes it as checked
         if bad:
             raise StreamEnded(f"{name} has {bad} NaN or infinite samples: send finite float32 samples")
         return chunk
