@@ -48,6 +48,13 @@ class NoSpeech(ClientError):
 SEGMENTERS = ("fixed", "speech")
 
 
+def default_segmenter(protocol: str) -> str:
+    """How recordings longer than the window are cut unless told, by SERClient and ser-infer alike:
+    where the speaker pauses ("speech", the server's segmenter, so each segment is one utterance and
+    silence does not vote) over gRPC, the protocol with streams; equal windows ("fixed") over HTTP."""
+    return "speech" if protocol == "grpc" else "fixed"
+
+
 GRPC_RESOLVERS = ("dns", "ipv4", "ipv6", "unix")
 """gRPC target schemes (dns:///name:port, ipv4:a:p,b:q, ...): names that may stand for several servers."""
 
@@ -108,16 +115,18 @@ class SERClient:
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
                  grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
-                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None, segmenter: str = "fixed"):
+                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None,
+                 segmenter: str | None = None):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
         overriding) this client's: unlimited message sizes and the round_robin policy.
         `api_key`: sent as `Authorization: Bearer KEY`, for an edge that requires client keys.
         `tls`: connect over TLS, checking the server's certificate against the system's CAs or
         `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate).
-        `segmenter`: how audio longer than `window_seconds` is cut: "fixed", equal windows of at
-        most that; "speech", where the speaker pauses (streamed to the server's speech segmenter
-        at full speed, gRPC only): each segment one utterance, and silence does not vote."""
+        `segmenter`: how audio longer than `window_seconds` is cut: "speech", where the speaker
+        pauses (streamed to the server's speech segmenter at full speed, gRPC only): each segment
+        one utterance, and silence does not vote; "fixed", equal windows of at most that. None:
+        default_segmenter(protocol), speech over gRPC and fixed over HTTP, as ser-infer."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         if retries < 0:
@@ -138,6 +147,7 @@ class SERClient:
         if api_key is not None and (not api_key or any(c.isspace() for c in api_key)):
             raise ValueError("the API key must be one word without spaces")
         self.api_key, self.tls, self.tls_ca_certificate = api_key, tls, tls_ca_certificate
+        segmenter = segmenter or default_segmenter(protocol)
         if segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {segmenter!r}")
         if segmenter == "speech" and protocol != "grpc":

@@ -127,8 +127,8 @@ class TritonPythonModel(Step):
     def _chunk(self, request, end: bool) -> np.ndarray:
         rate = _value(request, self.inputs["rate"])
         if rate is not None and int(rate.reshape(-1)[0]) != self.sample_rate:
-            raise StreamEnded(f"{self.inputs['rate']} is {int(rate.reshape(-1)[0])} Hz: send mono {self.sample_rate} Hz "
-                              "float32 chunks (the ser client resamples)")
+            raise StreamEnded(f"{self.inputs['rate']} is {int(rate.reshape(-1)[0])} Hz: send mono "
+                              f"{self.sample_rate} Hz float32 chunks (the ser client resamples)")
         chunk = _value(request, self.inputs["audio"]).reshape(-1)
         name = self.inputs["audio"]
         if chunk.size == 0 and not end:
