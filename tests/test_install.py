@@ -18,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from ser_triton.core.contract import LABELS
-from tests.conftest import REPO_ROOT
+from tests.conftest import GLOBAL_TIMEOUT, REPO_ROOT
 from tests.server_helpers import end, free_ports
 
-pytestmark = pytest.mark.install
+PIP_TIMEOUT = 1500
+"""The longest one extra's `pip install` into a fresh virtualenv may take (torch and all, for export)."""
+EXPORT_TIMEOUT = 600
+"""The longest the tiny export may take in the export extra's own virtualenv."""
+pytestmark = [pytest.mark.install, pytest.mark.timeout(PIP_TIMEOUT + GLOBAL_TIMEOUT)]
+"""Above the global timeout: each test installs its extra first."""
 
 
 def fresh_environment(folder: Path, extra: str | None) -> Path:
@@ -30,7 +35,7 @@ def fresh_environment(folder: Path, extra: str | None) -> Path:
     python = folder / "bin" / "python"
     target = f"{REPO_ROOT}[{extra}]" if extra else str(REPO_ROOT)
     installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                "--no-compile", target], capture_output=True, text=True, timeout=1500)
+                                "--no-compile", target], capture_output=True, text=True, timeout=PIP_TIMEOUT)
     assert installed.returncode == 0, installed.stderr[-3000:]
     return python
 
@@ -72,12 +77,13 @@ def test_the_bare_client_installs_alone_and_classifies(environments, tiny_server
     assert (python.parent / "ser-infer").is_file()
 
 
+@pytest.mark.timeout(PIP_TIMEOUT + EXPORT_TIMEOUT + GLOBAL_TIMEOUT)
 def test_the_export_extra_exports_alone(environments, tmp_path):
     python = environments("export")
     helped = run(python, "-m", "ser_triton.export", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     done = run(python, "-m", "ser_triton.export", "--preset", "tiny", "--out", str(tmp_path / "repository"),
-               cwd=tmp_path, timeout=600)
+               cwd=tmp_path, timeout=EXPORT_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "repository" / "ser" / "config.pbtxt").is_file()
     assert "verified: exported fp32 networks match PyTorch" in done.stdout
