@@ -155,7 +155,7 @@ def test_audio_is_scanned_for_nan_once_where_it_enters(sentences, monkeypatch):
 # --- the rules
 
 
-def test_rule_defaults_fit_the_server_and_a_live_result_within_a_second():
+def test_rule_defaults_fit_the_server_and_decide_an_end_within_a_second_of_audio_after_the_speech():
     assert RULES.threshold == 0.5 and RULES.negative == pytest.approx(0.35)
     assert RULES.max_seconds <= MAX_SECONDS
     assert RULES.padding_seconds < RULES.pause_seconds

@@ -213,21 +213,11 @@ def test_bad_chunks_end_their_stream_and_no_other(tiny_server, conversation):
 
     thread = threading.Thread(target=good)
     thread.start()
-    assert first_answer.wait(60)
-    _, before = stream_metrics(tiny_server)
-    bad = [("NaN", lambda: events_of(tiny_server, [audio[:RATE], np.full(RATE, np.nan, np.float32)])),
-           ("empty", lambda: raw_stream(tiny_server.grpc_url, [(audio[:RATE], RATE, False), (audio[:0], RATE, False)])),
-           ("8000 Hz", lambda: raw_stream(tiny_server.grpc_url, [(audio[:RATE], 8000, False)])),
-           ("at most 10 s", lambda: raw_stream(tiny_server.grpc_url, [(np.zeros(seconds(11), np.float32), RATE,
-                                                                        False)]))]
-    for reason, stream in bad:
-        with pytest.raises(ClientError, match=reason):
-            stream()
-        with lock:
-            seen.append(("bad", reason))
-    live, after = stream_metrics(tiny_server)
-    bad_ended.set()
-    thread.join(120)
+    try:
+        live, before, after = bad_streams_meanwhile(tiny_server, audio, first_answer, seen, lock)
+    finally:
+        bad_ended.set()
+        thread.join(120)
     # the server's own count: four streams ended in error while the good one was live (not ended)
     assert grown(before, after) == {"error": 4} and live >= 1
     bad_at = [number for number, (who, _) in enumerate(seen) if who == "bad"]
@@ -238,6 +228,25 @@ def test_bad_chunks_end_their_stream_and_no_other(tiny_server, conversation):
         assert (got.label, got.transcript) == (want.label, want.transcript)
         if want.probabilities is not None:
             np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()), atol=1e-6)
+
+
+def bad_streams_meanwhile(server, audio, first_answer: threading.Event, seen: list, lock) -> tuple:
+    """Once the good stream has had its first answer: four streams that each end with their bad chunk's
+    error; the live streams after them and the ended streams' counts before and after (stream_metrics)."""
+    assert first_answer.wait(60)
+    _, before = stream_metrics(server)
+    url = server.grpc_url
+    bad = [("NaN", lambda: events_of(url, [audio[:RATE], np.full(RATE, np.nan, np.float32)])),
+           ("empty", lambda: raw_stream(url, [(audio[:RATE], RATE, False), (audio[:0], RATE, False)])),
+           ("8000 Hz", lambda: raw_stream(url, [(audio[:RATE], 8000, False)])),
+           ("at most 10 s", lambda: raw_stream(url, [(np.zeros(seconds(11), np.float32), RATE, False)]))]
+    for reason, stream in bad:
+        with pytest.raises(ClientError, match=reason):
+            stream()
+        with lock:
+            seen.append(("bad", reason))
+    live, after = stream_metrics(server)
+    return live, before, after
 
 
 def raw_stream(url: str, chunks) -> list:

@@ -133,7 +133,8 @@ class SegmentationRules:
         words and clauses of one turn are mostly under half a second, a turn change ~1 s. The end
         is decided when the pause has lasted this long, counted from the first window below
         negative_threshold: within pause + one window (0.672 s) of the end of speech as the model
-        hears it (its own lag is a window or two more), so a live result can come within 1 s.
+        hears it (its own lag is a window or two more), which leaves a live result under 1 s
+        where one utterance's classification takes under ~0.3 s (bench/streaming.py measures it).
     padding_seconds (0.15): audio kept before and after the detected speech, for the onsets and
         tails that a 32 ms window misses (hand-cut IEMOCAP turns hold some silence too). Must be
         shorter than the pause, so the padding after speech has arrived when the end is decided.
