@@ -15,9 +15,13 @@ import sys
 import venv
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
-from ser_triton.core.contract import LABELS
+from ser_triton import samples
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import LABELS, SAMPLE_RATE
 from tests.conftest import GLOBAL_TIMEOUT, REPO_ROOT
 from tests.server_helpers import end, free_ports
 
@@ -72,6 +76,14 @@ def test_the_bare_client_installs_alone_and_classifies(environments, tiny_server
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["label"] in LABELS
     assert run(python, "-c", "import ser_triton.client.library, ser_triton.core.audio", cwd=tmp_path).returncode == 0
+    long = tmp_path / "long.wav"  # over the 20 s window: by default cut where the speaker pauses, still no torch
+    pause = np.zeros(SAMPLE_RATE * 3 // 2, np.float32)
+    soundfile.write(long, np.concatenate([part for _ in range(2) for path in samples.sentences()
+                                          for part in (load_audio(path), pause)]), SAMPLE_RATE)
+    done = run(python, str(REPO_ROOT / "client" / "infer.py"), str(long), "--json", "--url", tiny_server.grpc_url,
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["segments"]) == 2 * len(samples.sentences())
     for module in ("torch", "onnxruntime", "transformers", "ser_triton.model.sources", "client", "model", "export"):
         assert cannot_import(python, module, tmp_path), f"{module} is importable from the bare client's install"
     assert (python.parent / "ser-infer").is_file()
