@@ -50,6 +50,13 @@ class NoSpeech(ClientError):
 SEGMENTERS = ("fixed", "speech")
 
 
+def default_segmenter(protocol: str) -> str:
+    """How recordings longer than the window are cut unless told, by SERClient and ser-infer alike:
+    where the speaker pauses ("speech", the server's segmenter, so each segment is one utterance and
+    silence does not vote) over gRPC, the protocol with streams; equal windows ("fixed") over HTTP."""
+    return "speech" if protocol == "grpc" else "fixed"
+
+
 GRPC_RESOLVERS = ("dns", "ipv4", "ipv6", "unix")
 """gRPC target schemes (dns:///name:port, ipv4:a:p,b:q, ...): names that may stand for several servers."""
 
@@ -153,19 +160,22 @@ class SERClient:
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
                  grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
-                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None, segmenter: str = "fixed"):
+                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None,
+                 segmenter: str | None = None):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
         overriding) this client's: unlimited message sizes and the round_robin policy.
         `api_key`: sent as `Authorization: Bearer KEY`, for an edge that requires client keys.
         `tls`: connect over TLS, checking the server's certificate against the system's CAs or
         `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate).
-        `segmenter`: how audio longer than `window_seconds` is cut: "fixed", equal windows of at
-        most that; "speech", where the speaker pauses (streamed to the server's speech segmenter
-        at full speed, gRPC only): each segment one utterance, and silence does not vote."""
+        `segmenter`: how audio longer than `window_seconds` is cut: "speech", where the speaker
+        pauses (streamed to the server's speech segmenter at full speed, gRPC only): each segment
+        one utterance, and silence does not vote; "fixed", equal windows of at most that. None:
+        default_segmenter(protocol), speech over gRPC and fixed over HTTP, as ser-infer."""
         self.settings = ClientSettings(url=url, protocol=protocol, timeout=timeout, window_seconds=window_seconds,
                                        retries=retries, backoff=backoff, grpc_options=grpc_options, api_key=api_key,
-                                       tls=tls, tls_ca_certificate=tls_ca_certificate, segmenter=segmenter)
+                                       tls=tls, tls_ca_certificate=tls_ca_certificate,
+                                       segmenter=segmenter or default_segmenter(protocol))
         self._headers = {"authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
         self._module = grpcclient if self.settings.protocol == "grpc" else httpclient
         self._triton = None

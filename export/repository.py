@@ -212,6 +212,7 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
         keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
         keys.MAX_STREAMS: str(deployment.max_streams), keys.STREAM_IDLE_SECONDS: str(deployment.stream_idle_seconds),
         keys.MAX_CHUNK_SECONDS: str(contract.MAX_CHUNK_SECONDS),
+        keys.STREAM_METRICS: json.dumps({"live": contract.LIVE_STREAMS_METRIC, "ended": contract.ENDED_STREAMS_METRIC}),
         keys.CLASSIFIER: json.dumps({"model": contract.ENSEMBLE, "audio": contract.AUDIO,
                                      **{role: name for name, (_, role) in ensemble.items()}}),
     }

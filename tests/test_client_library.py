@@ -89,13 +89,42 @@ def test_short_audio_is_one_request(triton, protocol):
 
 def test_long_audio_is_sent_in_windows_and_combined(triton):
     audio = tone(50.0)
-    result = SERClient(window_seconds=20.0).classify(audio, sample_rate=SAMPLE_RATE, name="long")
+    result = SERClient(window_seconds=20.0, segmenter="fixed").classify(audio, sample_rate=SAMPLE_RATE, name="long")
     bounds = segment_bounds(audio.size, 20.0)
     assert triton.calls == len(bounds) == 3
     expected = combine("long", [make_segment(a, b, fake_probabilities(b - a), f"n{b - a}") for a, b in bounds])
     assert result.segments == expected.segments
     assert result.probabilities == pytest.approx(expected.probabilities)
     assert (result.label, result.transcript, result.duration) == (expected.label, expected.transcript, 50.0)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_library_and_the_cli_cut_long_audio_the_same_way_by_default(protocol):
+    """One default (library.default_segmenter): where the speaker pauses over gRPC, equal windows over
+    HTTP; so a long file gets the same answer from SERClient and from ser-infer."""
+    from ser_triton.client.infer import make_client, parse_args
+
+    library_default = SERClient(protocol=protocol).settings.segmenter
+    assert library_default == {"grpc": "speech", "http": "fixed"}[protocol]
+    assert make_client(parse_args(["x.wav", "--protocol", protocol])).settings.segmenter == library_default
+    assert SERClient(protocol=protocol)._clone().settings.segmenter == library_default
+    assert SERClient(protocol="grpc", segmenter="fixed").settings.segmenter == "fixed"  # a choice still wins
+    with pytest.raises(ValueError, match="speech segmenter streams over gRPC"):
+        SERClient(protocol="http", segmenter="speech")
+
+
+def test_by_default_long_audio_is_streamed_to_the_speech_segmenter(triton, monkeypatch):
+    """Over gRPC a recording longer than the window goes to the server's segmenter, not into windows."""
+    streamed = []
+
+    def stream(self, chunks, sample_rate=SAMPLE_RATE, segmentation=None):
+        streamed.append(sum(chunk.size for chunk in chunks))
+        return iter(())
+
+    monkeypatch.setattr(SERClient, "stream", stream)
+    with pytest.raises(library.NoSpeech):
+        SERClient(window_seconds=20.0).classify(tone(50.0), sample_rate=SAMPLE_RATE)
+    assert streamed == [50 * SAMPLE_RATE] and triton.calls == 0
 
 
 def test_paths_bytes_and_arrays_give_the_same_answer(triton, tmp_path):
