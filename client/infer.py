@@ -71,6 +71,8 @@ def parse_args(argv):
     parser.add_argument("--timeline", type=Path, metavar="PNG", help="draw the emotions over time (one file; "
                         "needs matplotlib: the evaluate extra)")
     parser.add_argument("--subtitles", type=Path, metavar="VTT", help="write WebVTT cues, one a segment (one file)")
+    parser.add_argument("--subtitles-words", type=positive(int), metavar="N",
+                        help="--subtitles: one cue per group of N words, timed by the words")
     live = parser.add_argument_group("live audio (--stream)")
     live.add_argument("--stream", action="store_true", help="stream the one FILE (or - for stdin, read as it "
                       "arrives) and print each event as it comes")
@@ -97,6 +99,8 @@ def parse_args(argv):
         parser.error("--segmenter speech streams over gRPC: use --segmenter fixed with --protocol http")
     if (args.timeline or args.subtitles) and (len(args.paths) != 1 or Path(args.paths[0]).is_dir()):
         parser.error("--timeline and --subtitles draw one recording: give one FILE")
+    if args.subtitles_words and not args.subtitles:
+        parser.error("--subtitles-words N is for --subtitles VTT")
     return args
 
 
@@ -140,7 +144,7 @@ def draw(args, result) -> str | None:
         if args.timeline:
             timeline.write_timeline(result, args.timeline)
         if args.subtitles:
-            timeline.write_subtitles(result, args.subtitles)
+            timeline.write_subtitles(result, args.subtitles, args.subtitles_words)
     except (OSError, ValueError) as error:
         return f"cannot write the timeline or subtitles: {error}"
     return None

@@ -1,6 +1,7 @@
 """Classify audio with the served SER ensemble over Triton gRPC or HTTP."""
 
 import http.client
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -17,9 +18,9 @@ from tritonclient.utils import InferenceServerException
 
 from ser_triton.core.audio import load_audio, prepare
 from ser_triton.core.contract import (AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, GRPC_PORT, HTTP_PORT, LABELS,
-                                      MAX_CHUNK_SECONDS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT)
+                                      MAX_CHUNK_SECONDS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT, WORDS)
 from ser_triton.client.stream import LiveStream, StreamError
-from ser_triton.core.result import Result, combine, make_segment, segment_bounds
+from ser_triton.core.result import Result, combine, make_segment, segment_bounds, text_of
 
 DEFAULT_URLS = {"grpc": f"127.0.0.1:{GRPC_PORT}", "http": f"127.0.0.1:{HTTP_PORT}"}
 
@@ -232,11 +233,12 @@ class SERClient:
             self.close()
             return False
 
-    def _infer_once(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
+    def _infer_once(self, audio: np.ndarray) -> tuple[np.ndarray, str, list[dict]]:
+        """(probabilities, transcript, words timed from the start of `audio`) of one request."""
         audio_input = self._module.InferInput(AUDIO, [1, audio.size], "FP32")
         audio_input.set_data_from_numpy(audio[np.newaxis])
         # make_segment takes the label from the probabilities, so EMOTION need not travel
-        outputs = [self._module.InferRequestedOutput(name) for name in (PROBABILITIES, TRANSCRIPT)]
+        outputs = [self._module.InferRequestedOutput(name) for name in (PROBABILITIES, TRANSCRIPT, WORDS)]
         answer = self._connection().infer(ENSEMBLE, [audio_input], outputs=outputs, **self._deadline())
         probabilities = answer.as_numpy(PROBABILITIES).reshape(-1)
         if probabilities.size != len(LABELS):
@@ -244,10 +246,9 @@ class SERClient:
                 f"the server at {self.settings.url} returned {probabilities.size} probabilities, not {len(LABELS)}: "
                 f"is it serving the {ENSEMBLE!r} ensemble of this version?"
             )
-        transcript = answer.as_numpy(TRANSCRIPT).reshape(-1)[0]
-        return probabilities, transcript.decode("utf-8") if isinstance(transcript, bytes) else str(transcript)
+        return probabilities, text_of(answer.as_numpy(TRANSCRIPT)), json.loads(text_of(answer.as_numpy(WORDS)))
 
-    def _infer(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
+    def _infer(self, audio: np.ndarray) -> tuple[np.ndarray, str, list[dict]]:
         """One segment, retrying with exponential backoff while the server cannot be reached."""
         for attempt in range(self.settings.retries + 1):
             try:
@@ -296,8 +297,7 @@ class SERClient:
             return combine(name, segments, latency=time.perf_counter() - started, duration=audio.size / SAMPLE_RATE)
         segments = []
         for start, end in segment_bounds(audio.size, self.settings.window_seconds):
-            probabilities, transcript = self._infer(audio[start:end])
-            segments.append(make_segment(start, end, probabilities, transcript))
+            segments.append(make_segment(start, end, *self._infer(audio[start:end])))
         return combine(name, segments, latency=time.perf_counter() - started)
 
     def classify(self, source, sample_rate: int | None = None, name: str | None = None) -> Result:

@@ -23,8 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from ser_triton.core.audio import AudioError, mono_float32
 from ser_triton.core.contract import (CHUNK, CHUNK_RATE, EMOTION, END_SAMPLE, EVENT, LABELS, MAX_CHUNK_SECONDS,
-                                      PROBABILITIES, SAMPLE_RATE, START_SAMPLE, STREAM, TRANSCRIPT)
-from ser_triton.core.result import StreamEvent
+                                      PROBABILITIES, SAMPLE_RATE, START_SAMPLE, STREAM, TRANSCRIPT, WORDS)
+from ser_triton.core.result import StreamEvent, text_of
 
 _DONE = object()
 
@@ -54,14 +54,15 @@ def _event(result) -> StreamEvent | None:
     if event is None:
         return None
     end = int(result.as_numpy(END_SAMPLE).reshape(-1)[0])
-    kind = event.reshape(-1)[0].decode()
+    kind = text_of(event)
     answer = {}
     if result.as_numpy(PROBABILITIES) is not None:
         probabilities = result.as_numpy(PROBABILITIES).reshape(-1)
-        transcript = result.as_numpy(TRANSCRIPT).reshape(-1)[0]
-        answer = {"label": result.as_numpy(EMOTION).reshape(-1)[0].decode(),
+        words = result.as_numpy(WORDS)
+        answer = {"label": text_of(result.as_numpy(EMOTION)),
                   "probabilities": {label: float(p) for label, p in zip(LABELS, probabilities)},
-                  "transcript": transcript.decode() if isinstance(transcript, bytes) else str(transcript)}
+                  "transcript": text_of(result.as_numpy(TRANSCRIPT)),
+                  "words": [] if words is None else json.loads(text_of(words))}
     return StreamEvent(kind, int(result.as_numpy(START_SAMPLE).reshape(-1)[0]), None if end < 0 else end, **answer)
 
 

@@ -4,8 +4,8 @@
 
 The picture draws each label's probability over every segment (speech only, where the recording
 was segmented by speech), the segments as bands, and their transcripts; it needs matplotlib (the
-evaluate extra). The subtitles give one cue a segment, `[angry 0.81] transcript`, which a media
-player shows over the recording.
+evaluate extra). The subtitles give one cue a segment, `[angry 0.81] transcript`, or one per group of
+N words (`--subtitles-words N`, timed by the words), which a media player shows over the recording.
 """
 
 from pathlib import Path
@@ -21,17 +21,38 @@ def vtt_time(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
 
 
-def subtitles(result: Result) -> str:
-    cues = ["WEBVTT", ""]
-    for number, segment in enumerate(result.segments, 1):
+def cue_text(text: str) -> str:
+    """Text as a WebVTT cue carries it: &, < and > escaped (a transcript's <unk> is no tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cues(result: Result, words_per_cue: int | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each cue: one a segment, or with `words_per_cue`, one per group of that
+    many of a segment's words, from the first one's start to the last one's end (a segment without
+    words keeps its one cue)."""
+    found = []
+    for segment in result.segments:
         score = segment.probabilities[segment.label]
-        text = f"[{segment.label} {score:.2f}] {segment.transcript}".rstrip()
-        cues += [str(number), f"{vtt_time(segment.start)} --> {vtt_time(segment.end)}", text, ""]
-    return "\n".join(cues)
+        tag = f"[{segment.label} {score:.2f}]"
+        if not words_per_cue or not segment.words:
+            found.append((segment.start, segment.end, f"{tag} {segment.transcript}".rstrip()))
+            continue
+        for first in range(0, len(segment.words), words_per_cue):
+            group = segment.words[first:first + words_per_cue]
+            found.append((group[0]["start"], group[-1]["end"], " ".join([tag] + [word["word"] for word in group])))
+    return found
 
 
-def write_subtitles(result: Result, path: Path) -> None:
-    Path(path).write_text(subtitles(result), encoding="utf-8")
+def subtitles(result: Result, words_per_cue: int | None = None) -> str:
+    """WebVTT: one cue a segment (or a group of `words_per_cue` words), `[label score] words`."""
+    lines = ["WEBVTT", ""]
+    for number, (start, end, text) in enumerate(cues(result, words_per_cue), 1):
+        lines += [str(number), f"{vtt_time(start)} --> {vtt_time(end)}", cue_text(text), ""]
+    return "\n".join(lines)
+
+
+def write_subtitles(result: Result, path: Path, words_per_cue: int | None = None) -> None:
+    Path(path).write_text(subtitles(result, words_per_cue), encoding="utf-8")
 
 
 def write_timeline(result: Result, path: Path) -> None:

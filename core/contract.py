@@ -22,6 +22,11 @@ PROBABILITIES = "PROBABILITIES"
 """Output: softmax over LABELS, in that order."""
 TRANSCRIPT = "TRANSCRIPT"
 """Output: the greedy CTC transcript, upper case."""
+WORDS = "WORDS"
+"""Output: the words of TRANSCRIPT with their times, as JSON: [{"word", "start", "end"}], seconds from the
+start of AUDIO, on the ASR's 20 ms CTC frames (a word starts at the first frame of its first character and
+ends after the last frame of its last); [] for an empty transcript. The client's results and stream events
+carry them as `words`, in recording time."""
 
 MIN_SAMPLES = 400
 """Shortest audio the encoders accept: one 25 ms frame of the convolutional front end."""
@@ -54,8 +59,9 @@ END_SAMPLE = "END_SAMPLE"
 start (exact; END_SAMPLE is -1 for speech_start). The client reports seconds = sample / SAMPLE_RATE."""
 EVENTS = ("speech_start", "interim", "utterance")
 """speech_start: speech confirmed (its utterance's start); interim: the running utterance so far,
-every few seconds of its audio; utterance: a finished utterance, with EMOTION, PROBABILITIES and
-TRANSCRIPT as the ensemble gives them for that span of audio alone."""
+every few seconds of its audio; utterance: a finished utterance, with EMOTION, PROBABILITIES,
+TRANSCRIPT and WORDS as the ensemble gives them for that span of audio alone (WORDS shifted to the
+stream's time: seconds from the stream's start)."""
 MAX_CHUNK_SECONDS = 10.0
 """Longest chunk a stream may send at once."""
 LIVE_STREAMS_METRIC = "ser_stream_live_streams"

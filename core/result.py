@@ -14,6 +14,10 @@ class Segment:
     label: str
     probabilities: dict[str, float]
     transcript: str
+    words: list[dict] = field(default_factory=list)
+    """The transcript's words, [{"word", "start", "end"}], in seconds of the recording (core.contract.WORDS)."""
+    channel: int = 1
+    """The speaker lane it was heard on: 1 for the first channel (or the mix), 2 for the second (core.channels)."""
 
 
 @dataclass
@@ -25,6 +29,10 @@ class Result:
     duration: float  # seconds of audio
     latency: float = 0.0  # seconds from request to answer
     segments: list[Segment] = field(default_factory=list)
+    words: list[dict] = field(default_factory=list)
+    """Every segment's words, in the segments' order (that of `transcript`), in seconds of the recording."""
+    channels: int = 1
+    """Speaker lanes the recording was classified as: 1 (mono, or mixed down), or one a channel (split)."""
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -41,20 +49,41 @@ def segment_bounds(num_samples: int, window_seconds: float = CLIENT_WINDOW_SECON
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
-def make_segment(start: int, end: int, probabilities, transcript: str) -> Segment:
+def text_of(tensor) -> str:
+    """The one string of a [1] / [1, 1] TYPE_STRING output (bytes from Triton, or str)."""
+    value = tensor.reshape(-1)[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def shifted_words(words: list[dict], offset_samples: int) -> list[dict]:
+    """Words timed from the start of a piece of audio (the ensemble's WORDS), timed from `offset_samples`
+    earlier: the recording's or the stream's time. The ensemble's times are whole CTC frames, so the
+    sum is taken in samples, exactly."""
+    def moved(seconds: float) -> float:
+        return (offset_samples + round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+
+    return [{"word": word["word"], "start": moved(word["start"]), "end": moved(word["end"])} for word in words]
+
+
+def make_segment(start: int, end: int, probabilities, transcript: str, words: list[dict] = (),
+                 channel: int = 1) -> Segment:
+    """A segment of samples [start, end) of the recording; `words` as the ensemble timed them (from
+    the segment's own start)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     return Segment(
         start=start / SAMPLE_RATE, end=end / SAMPLE_RATE,
         label=LABELS[int(np.argmax(probabilities))],
         probabilities={label: float(p) for label, p in zip(LABELS, probabilities)},
-        transcript=transcript,
+        transcript=transcript, words=shifted_words(list(words), start), channel=channel,
     )
 
 
-def combine(file: str, segments: list[Segment], latency: float = 0.0, duration: float | None = None) -> Result:
+def combine(file: str, segments: list[Segment], latency: float = 0.0, duration: float | None = None,
+            channels: int = 1) -> Result:
     """One result for a whole recording: duration-weighted mean of its segments' probabilities
     (segments of speech only, where the recording was segmented by speech: silence does not vote).
-    `duration`: the recording's, where it ends after its last segment."""
+    `duration`: the recording's, where it ends after its last segment. `channels`: its speaker lanes
+    (segments of several are given in time order)."""
     weights = np.array([s.end - s.start for s in segments])
     table = np.array([[s.probabilities[label] for label in LABELS] for s in segments])
     mean = weights @ table / weights.sum()
@@ -63,6 +92,7 @@ def combine(file: str, segments: list[Segment], latency: float = 0.0, duration: 
         probabilities={label: float(p) for label, p in zip(LABELS, mean)},
         transcript=" ".join(s.transcript for s in segments if s.transcript),
         duration=float(segments[-1].end if duration is None else duration), latency=latency, segments=segments,
+        words=[word for s in segments for word in s.words], channels=channels,
     )
 
 
@@ -76,6 +106,10 @@ class StreamEvent:
     label: str | None = None
     probabilities: dict[str, float] | None = None
     transcript: str | None = None
+    words: list[dict] | None = None
+    """With the answer: the transcript's words, [{"word", "start", "end"}], in seconds of the stream."""
+    channel: int = 1
+    """The speaker lane: 1 for the first channel (or a mono stream), 2 for the second (core.channels)."""
 
     @property
     def start(self) -> float:
@@ -88,10 +122,12 @@ class StreamEvent:
 
     def to_json_dict(self) -> dict:
         record = {"event": self.event, "start": self.start, "end": self.end,
-                  "start_sample": self.start_sample, "end_sample": self.end_sample}
+                  "start_sample": self.start_sample, "end_sample": self.end_sample, "channel": self.channel}
         if self.label is not None:
-            record |= {"label": self.label, "probabilities": self.probabilities, "transcript": self.transcript}
+            record |= {"label": self.label, "probabilities": self.probabilities, "transcript": self.transcript,
+                       "words": self.words or []}
         return record
 
     def segment(self) -> Segment:
-        return Segment(self.start, self.end, self.label, dict(self.probabilities), self.transcript)
+        return Segment(self.start, self.end, self.label, dict(self.probabilities), self.transcript,
+                       list(self.words or []), self.channel)

@@ -39,7 +39,7 @@ class TensorSpec:
     dtype: str  # numpy dtype name, or "bytes" for strings
     dims: tuple  # without the batch axis
     role: str
-    """What the tensor is: audio, waveform, length, logits, features, ids, mask, transcript,
+    """What the tensor is: audio, waveform, length, logits, features, ids, mask, transcript, words,
     probabilities, label. Unique among a Python step's inputs and among its outputs."""
     axis: str | None = None
     """What its variable axis counts (SAMPLES, FRAMES, TOKENS); for a length, what it measures."""
@@ -125,6 +125,7 @@ def model_specs(sizes: Sizes) -> dict[str, ModelSpec]:
     logit_frames = T("logit_frames", "int64", (), "length", FRAMES)
     ctc_logits = T("ctc_logits", "float32", (VARIABLE, sizes.ctc_vocab), "logits", FRAMES, logit_frames.name)
     transcript = T("transcript", "bytes", (1,), "transcript")
+    words = T("words", "bytes", (1,), "words")
     input_ids = T("input_ids", "int64", (VARIABLE,), "ids", TOKENS)
     attention_mask = T("attention_mask", "int64", (VARIABLE,), "mask", TOKENS)
     text = T("text_features", "float32", (VARIABLE, sizes.text_dim), "features", TOKENS, attention_mask.name)
@@ -136,7 +137,7 @@ def model_specs(sizes: Sizes) -> dict[str, ModelSpec]:
         ModelSpec(AUDIO_INPUT, (audio,), waveform),
         ModelSpec(ACOUSTIC_ENCODER, waveform, (acoustic, acoustic_frames)),
         ModelSpec(ASR, waveform, (ctc_logits, logit_frames)),
-        ModelSpec(CTC_TOKENIZE, (ctc_logits, logit_frames), (transcript, input_ids, attention_mask)),
+        ModelSpec(CTC_TOKENIZE, (ctc_logits, logit_frames), (transcript, input_ids, attention_mask, words)),
         ModelSpec(TEXT_ENCODER, (input_ids, attention_mask), (text,)),
         ModelSpec(FUSION_HEAD, (acoustic, acoustic_frames, text, attention_mask), (logits, probabilities)),
         # Passes the probabilities on, so every ensemble output comes from a step no other step
@@ -153,6 +154,7 @@ ENSEMBLE_OUTPUTS = {
     contract.EMOTION: (EMOTION_LABEL, "label"),
     contract.PROBABILITIES: (EMOTION_LABEL, "probabilities"),
     contract.TRANSCRIPT: (CTC_TOKENIZE, "transcript"),
+    contract.WORDS: (CTC_TOKENIZE, "words"),
 }
 """Ensemble output -> (step, the role of its output). Every other tensor flows under its own name."""
 
@@ -174,6 +176,7 @@ def stream_spec() -> ModelSpec:
         T(contract.EMOTION, "bytes", (1,), "label"),
         T(contract.PROBABILITIES, "float32", (len(contract.LABELS),), "probabilities"),
         T(contract.TRANSCRIPT, "bytes", (1,), "transcript"),
+        T(contract.WORDS, "bytes", (1,), "words"),
     ))
 
 

@@ -106,7 +106,8 @@ def export(options: ExportOptions, components=None) -> dict:
     for name in list(all_specs) + [ENSEMBLE]:
         shutil.rmtree(out / name, ignore_errors=True)
     assets = repository.model_directory(out, specs.CTC_TOKENIZE)
-    repository.write_tokenizer_assets(assets, model.bert_tokenizer, model.ctc_tokenizer, BERT_MAX_TOKENS)
+    repository.write_tokenizer_assets(assets, model.bert_tokenizer, model.ctc_tokenizer, BERT_MAX_TOKENS,
+                                      model.config(specs.ASR).inputs_to_logits_ratio)
     report = {"model": model.description, "head_trained": model.head_trained, "target": deployment.target,
               "precision": options.precision, "sizes": asdict(sizes), "deployment": deployment.as_dict(),
               "networks": {}}

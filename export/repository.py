@@ -145,7 +145,8 @@ def step_parameters(spec: specs.ModelSpec, deployment: Deployment) -> dict[str, 
         return roles | {keys.SAMPLE_RATE: str(contract.SAMPLE_RATE), keys.MIN_SAMPLES: str(contract.MIN_SAMPLES),
                         keys.MAX_AUDIO_SECONDS: str(deployment.max_audio_seconds)}
     if spec.name == specs.CTC_TOKENIZE:
-        return roles | {keys.TOKENIZER_FILE: TOKENIZER_FILE, keys.CTC_VOCAB_FILE: CTC_VOCAB_FILE}
+        return roles | {keys.TOKENIZER_FILE: TOKENIZER_FILE, keys.CTC_VOCAB_FILE: CTC_VOCAB_FILE,
+                        keys.SAMPLE_RATE: str(contract.SAMPLE_RATE)}
     if spec.name == specs.EMOTION_LABEL:
         return roles | {keys.LABELS: json.dumps(list(contract.LABELS))}
     raise KeyError(spec.name)
@@ -287,8 +288,11 @@ def write_repository(root: Path, all_specs: dict[str, specs.ModelSpec], deployme
     write_stream_model(root, deployment)
 
 
-def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int) -> None:
-    """The research tokenizers as files the serving step reads with `tokenizers` and json."""
+def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int,
+                           frame_samples: int) -> None:
+    """The research tokenizers as files the serving step reads with `tokenizers` and json; with the
+    CTC vocabulary, how many audio samples one CTC frame advances (the ASR's `inputs_to_logits_ratio`),
+    which times the transcript's words."""
     directory.mkdir(parents=True, exist_ok=True)
     backend = bert_tokenizer.backend_tokenizer
     backend.no_padding()
@@ -300,4 +304,5 @@ def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_t
         "blank": ctc_tokenizer.pad_token,
         "delimiter": ctc_tokenizer.word_delimiter_token,
         "clean_up": bool(ctc_tokenizer.clean_up_tokenization_spaces),
+        "frame_samples": int(frame_samples),
     }, indent=1))

@@ -1,6 +1,6 @@
-"""The recorded speech that ships with the package (espeak-ng; make_sample.py and make_sentences.py
-regenerate it): the demo's sample, and the English sentences that calibrate reduced-precision
-exports and seed the benchmark's workload."""
+"""The recorded speech that ships with the package (espeak-ng; make_sample.py, make_sentences.py and
+make_words.py regenerate it): the demo's sample, the English sentences that calibrate reduced-precision
+exports and seed the benchmark's workload, and words spoken one at a time whose times are known."""
 
 from importlib import resources
 from pathlib import Path
@@ -22,3 +22,13 @@ def sentences() -> tuple[Path, ...]:
 def recorded() -> tuple[Path, ...]:
     """Every recording: the sentences, then the sample."""
     return (*sentences(), speech())
+
+
+def words() -> tuple[Path, list[tuple[str, float, float]]]:
+    """samples/words.flac (16 kHz: words spoken one at a time, with gaps) and where each word is:
+    (word, start, end) in seconds, from words.csv."""
+    import csv
+
+    with open(str(_HERE / "words.csv"), newline="") as table:
+        rows = [(row["word"], float(row["start"]), float(row["end"])) for row in csv.DictReader(table)]
+    return Path(str(_HERE / "words.flac")), rows

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import json
 import threading
 
 import numpy as np
@@ -10,7 +11,7 @@ import soundfile
 from tritonclient.utils import InferenceServerException
 
 from ser_triton.core.audio import AudioError
-from ser_triton.core.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT
+from ser_triton.core.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT, WORDS
 from ser_triton.client import library
 from ser_triton.client.library import ClientError, ClientSettings, SERClient, ServerUnreachable
 from ser_triton.core.result import combine, make_segment, segment_bounds
@@ -26,6 +27,8 @@ class FakeAnswer:
         self.outputs = {
             PROBABILITIES: fake_probabilities(samples)[None],
             TRANSCRIPT: np.array([[f"n{samples}".encode()]], dtype=object),
+            WORDS: np.array([[json.dumps([{"word": f"n{samples}", "start": 0.02, "end": 0.04}]).encode()]],
+                            dtype=object),
         }
 
     def as_numpy(self, name):
@@ -42,7 +45,7 @@ class FakeTriton:
 
     def infer(self, model, inputs, outputs=None, **kwargs):
         assert model == ENSEMBLE and len(inputs) == 1
-        assert {output.name() for output in outputs} == {PROBABILITIES, TRANSCRIPT}  # the label comes from these
+        assert {output.name() for output in outputs} == {PROBABILITIES, TRANSCRIPT, WORDS}  # the label from these
         batch, samples = inputs[0].shape()
         assert batch == 1 and inputs[0].datatype() == "FP32"
         with self.lock:
@@ -92,8 +95,13 @@ def test_long_audio_is_sent_in_windows_and_combined(triton):
     result = SERClient(window_seconds=20.0, segmenter="fixed").classify(audio, sample_rate=SAMPLE_RATE, name="long")
     bounds = segment_bounds(audio.size, 20.0)
     assert triton.calls == len(bounds) == 3
-    expected = combine("long", [make_segment(a, b, fake_probabilities(b - a), f"n{b - a}") for a, b in bounds])
+    words = [[{"word": f"n{b - a}", "start": 0.02, "end": 0.04}] for a, b in bounds]
+    expected = combine("long", [make_segment(a, b, fake_probabilities(b - a), f"n{b - a}", w)
+                                for (a, b), w in zip(bounds, words)])
     assert result.segments == expected.segments
+    # each window's words in the recording's time: moved by where the window starts
+    assert result.words == [{"word": f"n{b - a}", "start": (a + 320) / SAMPLE_RATE, "end": (a + 640) / SAMPLE_RATE}
+                            for a, b in bounds]
     assert result.probabilities == pytest.approx(expected.probabilities)
     assert (result.label, result.transcript, result.duration) == (expected.label, expected.transcript, 50.0)
 

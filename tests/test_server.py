@@ -84,7 +84,7 @@ def test_server_metrics_are_served(tiny_server):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("wanted", [["PROBABILITIES"], ["EMOTION"], ["TRANSCRIPT"], ["EMOTION", "TRANSCRIPT"],
-                                    ["PROBABILITIES", "TRANSCRIPT"]])
+                                    ["PROBABILITIES", "TRANSCRIPT"], ["WORDS"], ["TRANSCRIPT", "WORDS"]])
 def test_any_subset_of_outputs_can_be_requested(tiny_server, protocol, wanted):
     from tests.server_helpers import MODULES
 

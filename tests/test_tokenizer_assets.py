@@ -16,7 +16,8 @@ from ser_triton.serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, tiny_components):
     directory = tmp_path_factory.mktemp("assets")
-    write_tokenizer_assets(directory, tiny_components.bert_tokenizer, tiny_components.ctc_tokenizer, BERT_MAX_TOKENS)
+    write_tokenizer_assets(directory, tiny_components.bert_tokenizer, tiny_components.ctc_tokenizer, BERT_MAX_TOKENS,
+                           tiny_components.config("asr").inputs_to_logits_ratio)
     return directory
 
 

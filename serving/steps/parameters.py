@@ -23,7 +23,7 @@ SAMPLE_RATE = "sample_rate"
 MIN_SAMPLES = "min_samples"
 MAX_AUDIO_SECONDS = "max_audio_seconds"
 
-# ctc_tokenize
+# ctc_tokenize (and SAMPLE_RATE, below: the words' times in seconds)
 TOKENIZER_FILE = "tokenizer_file"
 CTC_VOCAB_FILE = "ctc_vocab_file"
 

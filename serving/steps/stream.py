@@ -5,8 +5,9 @@ first chunk flagged start and its last end; the state of each stream (its Segmen
 and the segmentation rules) lives here between chunks. Every chunk's request answers with the
 events its audio decides, through the request's own response sender, then a final flag:
 - speech_start at once;
-- utterance (start, end, emotion, probabilities, transcript) once the ensemble has classified
-  that span of audio, and interim (the running utterance so far) every few seconds of audio:
+- utterance (start, end, emotion, probabilities, transcript, its words timed from the stream's
+  start) once the ensemble has classified that span of audio, and interim (the running utterance
+  so far) every few seconds of audio:
   each through a BLS call to the ensemble, so the utterances of many streams are batched
   together by its dynamic batcher, and the stream goes on meanwhile.
 A stream's events leave in audio order. Bounds: at most `max_streams` streams at once (past it a
@@ -227,7 +228,7 @@ class TritonPythonModel(Step):
         tensors = self.classifier
         request = pb_utils.InferenceRequest(
             model_name=tensors["model"], inputs=[pb_utils.Tensor(tensors["audio"], span.samples[np.newaxis])],
-            requested_output_names=[tensors["probabilities"], tensors["transcript"], tensors["label"]])
+            requested_output_names=[tensors[name] for name in ("probabilities", "transcript", "label", "words")])
         answer = await request.async_exec()
         if answer.has_error():
             raise StreamEnded(f"classifying the utterance {span.start}-{span.end} failed: {answer.error().message()}")
@@ -237,15 +238,27 @@ class TritonPythonModel(Step):
 
         event = "interim" if isinstance(span, Interim) else "utterance"
         return self._event(event, span.start, span.end, output("label").reshape(-1)[0],
-                           output("probabilities").reshape(1, -1), output("transcript").reshape(-1)[0])
+                           output("probabilities").reshape(1, -1), output("transcript").reshape(-1)[0],
+                           self._stream_time(output("words").reshape(-1)[0], span.start))
 
-    def _event(self, event: str, start: int, end: int, label=None, probabilities=None, transcript=None):
+    def _stream_time(self, words: bytes, start: int) -> bytes:
+        """The ensemble's words (timed from the utterance's start, in whole CTC frames) timed from
+        the stream's start: the sum taken in samples, exactly."""
+        def moved(seconds: float) -> float:
+            return (start + round(seconds * self.sample_rate)) / self.sample_rate
+
+        return json.dumps([{"word": word["word"], "start": moved(word["start"]), "end": moved(word["end"])}
+                           for word in json.loads(words)]).encode()
+
+    def _event(self, event: str, start: int, end: int, label=None, probabilities=None, transcript=None,
+               words: bytes = b"[]"):
         outputs = {"event": np.array([[event.encode()]], dtype=np.object_),
                    "start": np.array([[start]], dtype=np.int64), "end": np.array([[end]], dtype=np.int64)}
         if label is not None:
             outputs |= {"label": np.array([[label]], dtype=np.object_),
                         "probabilities": probabilities.astype(np.float32),
-                        "transcript": np.array([[transcript]], dtype=np.object_)}
+                        "transcript": np.array([[transcript]], dtype=np.object_),
+                        "words": np.array([[words]], dtype=np.object_)}
         return self.respond(outputs)
 
     @staticmethod
