@@ -38,6 +38,7 @@ try:
                                            file_chunks)
     from ser_triton.client.table import Table
     from ser_triton.core.audio import AudioError, find_audio_files
+    from ser_triton.core.channels import MODES as CHANNEL_MODES, lanes, parse_channel_map
     from ser_triton.core.cli import positive
     from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, SAMPLE_RATE
     from ser_triton.core.result import combine
@@ -46,6 +47,13 @@ except ModuleNotFoundError as missing:  # run as a script from a checkout where 
         raise
     sys.exit(f"client/infer.py: {missing.name} is not installed: run `pip install .` (or `make setup`) "
              "in the repository first")
+
+def channel_map(text: str) -> tuple[int, ...]:
+    try:
+        return parse_channel_map(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="ser-infer", description=__doc__,
@@ -68,6 +76,12 @@ def parse_args(argv):
     parser.add_argument("--segmenter", choices=SEGMENTERS, help="how recordings longer than --window are cut: "
                         "speech (where the speaker pauses) or fixed (equal windows); default "
                         f"{default_segmenter('grpc')} over grpc, {default_segmenter('http')} over http, as SERClient's")
+    parser.add_argument("--channels", choices=CHANNEL_MODES, help="mix: all channels are one speaker; split: each "
+                        "channel is a speaker of its own (segments and events say which: channel 1, 2). Default: "
+                        "split for 2 channels that differ (a call's two parties), mix otherwise")
+    parser.add_argument("--channel-map", type=channel_map, metavar="N,M",
+                        help="follow these channels (from 1) as speakers 1, 2, ... (e.g. 1,2 of a 6-channel file; "
+                             "one channel alone is heard as a mono recording)")
     parser.add_argument("--timeline", type=Path, metavar="PNG", help="draw the emotions over time (one file; "
                         "needs matplotlib: the evaluate extra)")
     parser.add_argument("--subtitles", type=Path, metavar="VTT", help="write WebVTT cues, one a segment (one file)")
@@ -101,6 +115,8 @@ def parse_args(argv):
         parser.error("--timeline and --subtitles draw one recording: give one FILE")
     if args.subtitles_words and not args.subtitles:
         parser.error("--subtitles-words N is for --subtitles VTT")
+    if args.channel_map and args.channels == "mix":
+        parser.error("--channel-map names the channels to follow as speakers: use it with --channels split")
     return args
 
 
@@ -135,7 +151,8 @@ def describe(error: Exception) -> str:
 
 def make_client(args) -> SERClient:
     return SERClient(args.url, args.protocol, timeout=args.timeout, window_seconds=args.window, retries=args.retries,
-                     segmenter=args.segmenter, **access.client_keywords(args))
+                     segmenter=args.segmenter, channels=args.channels, channel_map=args.channel_map,
+                     **access.client_keywords(args))
 
 
 def draw(args, result) -> str | None:
@@ -150,45 +167,57 @@ def draw(args, result) -> str | None:
     return None
 
 
-def event_line(event) -> str:
-    """One event as a line of the live table: times in seconds, then the answer where there is one."""
+def event_line(event, split: bool = False) -> str:
+    """One event as a line of the live table: times in seconds (split: the channel first), then the
+    answer where there is one."""
     end = "" if event.end is None else f"{event.end:9.3f}"
-    line = f"{event.start:9.3f} {end:>9}  {event.event:<12}"
+    line = (f"ch{event.channel} " if split else "") + f"{event.start:9.3f} {end:>9}  {event.event:<12}"
     if event.label is not None:
         line += f"  {event.label:<7} {event.probabilities[event.label]:.2f}  {event.transcript}"
     return line.rstrip()
 
 
 def live_chunks(args):
-    """(chunks, their sample rate) of the one --stream source."""
+    """(chunks, their sample rate, their channels) of the one --stream source."""
     seconds = args.chunk_ms / 1000
     if args.paths != ["-"]:
-        return file_chunks(args.paths[0], seconds, args.realtime), SAMPLE_RATE
+        channels = soundfile.info(args.paths[0]).channels if Path(args.paths[0]).is_file() else 1
+        return file_chunks(args.paths[0], seconds, args.realtime), SAMPLE_RATE, channels
     stdin = sys.stdin.buffer
     fmt = live_input.WavFormat(args.raw, 1, "<i2") if args.raw else live_input.read_wav_header(stdin)
-    return live_input.pcm_chunks(stdin, fmt, seconds), fmt.rate
+    return live_input.pcm_chunks(stdin, fmt, seconds), fmt.rate, fmt.channels
 
 
 def stream(args) -> int:
     name = args.paths[0]
     try:
         client = make_client(args)
-        chunks, rate = live_chunks(args)
-    except (ValueError, AudioError) as error:
+        chunks, rate, channels = live_chunks(args)
+        columns = lanes(channels, args.channels, args.channel_map)
+    except (ValueError, AudioError, soundfile.LibsndfileError) as error:
         print(f"{name}: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ValueError) and not isinstance(error, AudioError) else 1
-    utterances = []
+        return 2 if type(error) is ValueError else 1
+    utterances, frames = [], [0]
+
+    def counted(chunks):  # the stream's length, for its result
+        for chunk in chunks:
+            frames[0] += len(chunk)
+            yield chunk
+
     try:
         with client:
-            for event in client.stream(chunks, rate):
-                print(json.dumps(event.to_json_dict()) if args.json else event_line(event), flush=True)
+            for event in client.stream(counted(chunks), rate):
+                print(json.dumps(event.to_json_dict()) if args.json else event_line(event, columns is not None),
+                      flush=True)
                 if event.event == "utterance":
                     utterances.append(event.segment())
     except (ClientError, AudioError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return 1
     if (args.timeline or args.subtitles) and utterances:
-        drawn = draw(args, combine(name, utterances, duration=utterances[-1].end))
+        utterances.sort(key=lambda segment: (segment.start, segment.channel))
+        drawn = draw(args, combine(name, utterances, duration=frames[0] / rate,
+                                   channels=1 if columns is None else len(columns)))
         if drawn:
             print(f"{name}: {drawn}", file=sys.stderr)
             return 1

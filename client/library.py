@@ -1,12 +1,13 @@
 """Classify audio with the served SER ensemble over Triton gRPC or HTTP."""
 
 import http.client
+import itertools
 import json
 import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,11 +17,13 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
-from ser_triton.core.audio import load_audio, prepare
+from ser_triton.core.audio import prepare, read_audio
+from ser_triton.core.channels import MIX, MODES as CHANNEL_MODES, check_channel_map, lane_audio, lanes, silent
 from ser_triton.core.contract import (AUDIO, CLIENT_WINDOW_SECONDS, ENSEMBLE, GRPC_PORT, HTTP_PORT, LABELS,
                                       MAX_CHUNK_SECONDS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT, WORDS)
+from ser_triton.client.lanes import MergedStreams
 from ser_triton.client.stream import LiveStream, StreamError
-from ser_triton.core.result import Result, combine, make_segment, segment_bounds, text_of
+from ser_triton.core.result import Result, Segment, combine, make_segment, segment_bounds, text_of
 
 DEFAULT_URLS = {"grpc": f"127.0.0.1:{GRPC_PORT}", "http": f"127.0.0.1:{HTTP_PORT}"}
 
@@ -83,30 +86,32 @@ def _target(url: str, protocol: str) -> str:
     return url
 
 
-def _read(source, sample_rate: int | None) -> tuple[np.ndarray, str]:
-    """Server-ready samples and a default name for a path, file bytes or array."""
+def _read(source, sample_rate: int | None) -> tuple[np.ndarray, int, str]:
+    """(samples as given or stored: [samples] or [samples, channels], their sample rate, a default
+    name) of a path, file bytes or array; core.channels.lane_audio makes them server-ready."""
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise ValueError("give sample_rate with an array of samples")
-        return prepare(source, sample_rate), "<array>"
+        return source, sample_rate, "<array>"
     if sample_rate is not None:
         raise ValueError("sample_rate is only for arrays: files carry their own")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return load_audio(bytes(source)), "<bytes>"
+        return *read_audio(bytes(source)), "<bytes>"
     if isinstance(source, (str, os.PathLike)):
-        return load_audio(Path(source)), os.fspath(source)
+        return *read_audio(Path(source)), os.fspath(source)
     raise TypeError(f"source must be a path, file bytes or a numpy array, not {type(source).__name__}")
 
 
 def file_chunks(source, chunk_seconds: float = 0.1, realtime: bool = False):
-    """A recording's samples (core.audio.load_audio: any format, at SAMPLE_RATE) in chunks; with
-    `realtime`, each chunk no sooner than its audio would have arrived live."""
+    """A recording's samples (core.audio: any format, each channel at SAMPLE_RATE, [samples, channels])
+    in chunks; with `realtime`, each chunk no sooner than its audio would have arrived live."""
     if chunk_seconds <= 0:
         raise ValueError(f"chunk_seconds must be positive, not {chunk_seconds}")
-    audio, _ = _read(source, None)
+    samples, rate, _ = _read(source, None)
+    audio = np.stack([prepare(samples[:, channel], rate) for channel in range(samples.shape[1])], axis=1)
     size = max(1, round(chunk_seconds * SAMPLE_RATE))
     began = time.monotonic()
-    for start in range(0, audio.size, size):
+    for start in range(0, len(audio), size):
         if realtime:
             time.sleep(max(0.0, began + (start + size) / SAMPLE_RATE - time.monotonic()))
         yield audio[start:start + size]
@@ -128,6 +133,8 @@ class ClientSettings:
     tls: bool
     tls_ca_certificate: str | os.PathLike | None
     segmenter: str
+    channels: str | None
+    channel_map: tuple[int, ...] | None
 
     def __post_init__(self):
         if self.protocol not in DEFAULT_URLS:
@@ -149,6 +156,13 @@ class ClientSettings:
             raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {self.segmenter!r}")
         if self.segmenter == "speech" and self.protocol != "grpc":
             raise ValueError("the speech segmenter streams over gRPC: use the grpc protocol, or the fixed segmenter")
+        if self.channels not in (None, *CHANNEL_MODES):
+            raise ValueError(f"channels must be one of {', '.join(CHANNEL_MODES)}, not {self.channels!r}")
+        if self.channel_map is not None:  # checked here; against the audio's channels when it comes
+            object.__setattr__(self, "channel_map", tuple(self.channel_map))
+            check_channel_map(self.channel_map)
+            if self.channels == MIX:
+                raise ValueError("a channel map names the channels to follow as speakers: use it with split, not mix")
 
     def arguments(self) -> dict:
         """SERClient's keyword arguments that make a client with these settings."""
@@ -162,7 +176,7 @@ class SERClient:
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
                  grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
                  tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None,
-                 segmenter: str | None = None):
+                 segmenter: str | None = None, channels: str | None = None, channel_map=None):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
         overriding) this client's: unlimited message sizes and the round_robin policy.
@@ -172,11 +186,15 @@ class SERClient:
         `segmenter`: how audio longer than `window_seconds` is cut: "speech", where the speaker
         pauses (streamed to the server's speech segmenter at full speed, gRPC only): each segment
         one utterance, and silence does not vote; "fixed", equal windows of at most that. None:
-        default_segmenter(protocol), speech over gRPC and fixed over HTTP, as ser-infer."""
+        default_segmenter(protocol), speech over gRPC and fixed over HTTP, as ser-infer.
+        `channels`: "mix" (one speaker lane) or "split" (each channel a speaker: segments and events
+        carry `channel`); None: split for 2 channels that differ, mix otherwise (core.channels).
+        `channel_map`: the channels (1-based) to follow as speakers 1, 2, ..., e.g. (1, 2) of 6."""
         self.settings = ClientSettings(url=url, protocol=protocol, timeout=timeout, window_seconds=window_seconds,
                                        retries=retries, backoff=backoff, grpc_options=grpc_options, api_key=api_key,
                                        tls=tls, tls_ca_certificate=tls_ca_certificate,
-                                       segmenter=segmenter or default_segmenter(protocol))
+                                       segmenter=segmenter or default_segmenter(protocol), channels=channels,
+                                       channel_map=channel_map)
         self._headers = {"authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
         self._module = grpcclient if self.settings.protocol == "grpc" else httpclient
         self._triton = None
@@ -286,45 +304,94 @@ class SERClient:
             f"for long audio raise --timeout; or {_CHECK_ADDRESS}"
         )
 
-    def _classify_samples(self, audio: np.ndarray, name: str) -> Result:
-        started = time.perf_counter()
-        if self.settings.segmenter == "speech" and audio.size > self.settings.window_seconds * SAMPLE_RATE:
-            largest = int(MAX_CHUNK_SECONDS * SAMPLE_RATE)  # full speed: the largest chunks a stream takes
-            events = self.stream(audio[first:first + largest] for first in range(0, audio.size, largest))
-            segments = [event.segment() for event in events if event.event == "utterance"]
+    def _speech_segments(self, audio: np.ndarray, channel: int = 1) -> list[Segment]:
+        """The utterances of one lane, streamed at full speed to the server's speech segmenter."""
+        largest = int(MAX_CHUNK_SECONDS * SAMPLE_RATE)  # full speed: the largest chunks a stream takes
+        events = self._live((audio[first:first + largest] for first in range(0, audio.size, largest)), SAMPLE_RATE)
+        return [replace(event.segment(), channel=channel) for event in events if event.event == "utterance"]
+
+    def _window_segments(self, audio: np.ndarray, channel: int = 1) -> list[Segment]:
+        """One lane in equal windows of at most window_seconds, one request each."""
+        return [make_segment(start, end, *self._infer(audio[start:end]), channel=channel)
+                for start, end in segment_bounds(audio.size, self.settings.window_seconds)]
+
+    def _classify_lanes(self, lanes: list[np.ndarray], split: bool, name: str) -> Result:
+        """One recording: one lane (mono, or mixed) as before; split channels each as a speaker of its
+        own, every lane cut by the segmenter whatever its length (who spoke when is the point), a
+        silent lane not sent at all; the segments of all lanes in time order."""
+        started, speech = time.perf_counter(), self.settings.segmenter == "speech"
+        duration = max(audio.size for audio in lanes) / SAMPLE_RATE
+        if not split:
+            [audio] = lanes
+            if not (speech and audio.size > self.settings.window_seconds * SAMPLE_RATE):
+                return combine(name, self._window_segments(audio), latency=time.perf_counter() - started)
+            segments = self._speech_segments(audio)
             if not segments:
-                raise NoSpeech(f"no speech found in its {audio.size / SAMPLE_RATE:.1f} s of audio")
-            return combine(name, segments, latency=time.perf_counter() - started, duration=audio.size / SAMPLE_RATE)
-        segments = []
-        for start, end in segment_bounds(audio.size, self.settings.window_seconds):
-            segments.append(make_segment(start, end, *self._infer(audio[start:end])))
-        return combine(name, segments, latency=time.perf_counter() - started)
+                raise NoSpeech(f"no speech found in its {duration:.1f} s of audio")
+            return combine(name, segments, latency=time.perf_counter() - started, duration=duration)
+        heard = [(channel, audio) for channel, audio in enumerate(lanes, 1) if not silent(audio)]
+        if speech:  # every lane's stream at once: each stream has a connection of its own
+            with ThreadPoolExecutor(max(1, len(heard)), thread_name_prefix="ser-lane") as pool:
+                found = list(pool.map(lambda lane: self._speech_segments(lane[1], lane[0]), heard))
+        else:
+            found = [self._window_segments(audio, channel) for channel, audio in heard]
+        segments = sorted((segment for lane in found for segment in lane), key=lambda s: (s.start, s.channel))
+        if not segments:
+            raise NoSpeech(f"no speech found on any of its {len(lanes)} channels ({duration:.1f} s of audio)")
+        return combine(name, segments, latency=time.perf_counter() - started, duration=duration, channels=len(lanes))
+
+    def _lanes(self, source, sample_rate: int | None) -> tuple[list[np.ndarray], bool, str]:
+        """(each speaker lane's samples, whether the channels were split, a default name)."""
+        samples, rate, default_name = _read(source, sample_rate)
+        return *lane_audio(samples, rate, self.settings.channels, self.settings.channel_map), default_name
 
     def classify(self, source, sample_rate: int | None = None, name: str | None = None) -> Result:
-        """Emotion of a recording of any length: a path, a file's bytes, or samples with their rate.
+        """Emotion of a recording of any length: a path, a file's bytes, or samples ([samples] or
+        [samples, channels]) with their rate.
 
         Audio longer than window_seconds is sent as segments; the result is their
-        duration-weighted combination, with every segment's own result in `segments`.
+        duration-weighted combination, with every segment's own result in `segments`. Split
+        channels (`channels`) give segments of each speaker, each with its `channel`.
         """
-        audio, default_name = _read(source, sample_rate)
-        return self._classify_samples(audio, name or default_name)
+        lanes_audio, split, default_name = self._lanes(source, sample_rate)
+        return self._classify_lanes(lanes_audio, split, name or default_name)
+
+    def _open_live(self, chunks, sample_rate: int, segmentation: dict | None = None) -> LiveStream:
+        settings = self.settings
+        connection = {"channel_args": self.channel_arguments(), "ssl": settings.tls,
+                      "root_certificates": None if settings.tls_ca_certificate is None
+                      else os.fspath(settings.tls_ca_certificate)}
+        return LiveStream(settings.url, chunks, sample_rate, settings.timeout, self._headers, connection, segmentation)
+
+    def _live(self, chunks, sample_rate: int, segmentation: dict | None = None):
+        """One server stream of `chunks` (mixed down): its events."""
+        try:
+            yield from self._open_live(chunks, sample_rate, segmentation)
+        except StreamError as error:
+            raise ClientError(f"the stream to {self.settings.url} ended: {error}") from None
 
     def stream(self, chunks, sample_rate: int = SAMPLE_RATE, segmentation: dict | None = None):
         """Events of a live stream as they come (core.result.StreamEvent: speech_start, interim,
         utterance), from `chunks`: an iterable of sample arrays ([samples] or [samples, channels],
         integer or float PCM) at `sample_rate`, of any size; iterating may block (a microphone).
         `segmentation`: rules that differ from the server's for this stream
-        (serving.steps.segmentation.SegmentationRules). Over gRPC only; ClientError if the server
-        ends the stream (a bad chunk, its stream limit, a replica that died)."""
+        (serving.steps.segmentation.SegmentationRules). Split channels (2 channels by default, or
+        `channels`/`channel_map`: core.channels) go as one server stream each, their events merged
+        in audio order, each with its `channel` (client.lanes). Over gRPC only; ClientError if the
+        server ends the stream (a bad chunk, its stream limit, a replica that died)."""
         if self.settings.protocol != "grpc":
             raise ValueError("live streams go over gRPC (bidirectional streaming): use protocol='grpc'")
-        settings = self.settings
-        connection = {"channel_args": self.channel_arguments(), "ssl": settings.tls,
-                      "root_certificates": None if settings.tls_ca_certificate is None
-                      else os.fspath(settings.tls_ca_certificate)}
-        live = LiveStream(settings.url, chunks, sample_rate, settings.timeout, self._headers, connection, segmentation)
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        source = chunks if first is None else itertools.chain([first], chunks)
+        count = 1 if first is None or np.ndim(first) < 2 else np.shape(first)[1]
+        columns = lanes(count, self.settings.channels, self.settings.channel_map)
+        if columns is None:
+            yield from self._live(source, sample_rate, segmentation)
+            return
+        merged = MergedStreams(source, columns, lambda lane: self._open_live(lane, sample_rate, segmentation))
         try:
-            yield from live
+            yield from merged
         except StreamError as error:
             raise ClientError(f"the stream to {self.settings.url} ended: {error}") from None
 
@@ -347,12 +414,12 @@ class SERClient:
         unreachable: list[str] = []
 
         def work(source, name):
-            audio, default_name = _read(source, sample_rate)
+            lanes_audio, split, default_name = self._lanes(source, sample_rate)
             if unreachable:
                 raise ServerUnreachable(unreachable[0])
             with self._clone() as client:
                 try:
-                    return client._classify_samples(audio, name or default_name)
+                    return client._classify_lanes(lanes_audio, split, name or default_name)
                 except ServerUnreachable as error:
                     unreachable.append(str(error))
                     raise

@@ -29,6 +29,10 @@ from ser_triton.core.result import StreamEvent, text_of
 _DONE = object()
 
 
+class Answered(int):
+    """A request number whose final response has come: every event of its chunk has arrived."""
+
+
 class StreamError(RuntimeError):
     """The stream ended before its end; the message says why."""
 
@@ -90,8 +94,9 @@ class LiveStream:
         response = result.get_response()
         event = _event(result)
         if event is not None:
-            self.events.put(event)
+            self.events.put((int(response.id), event))
         if response.parameters["triton_final_response"].bool_param:
+            self.events.put(Answered(int(response.id)))
             with self.lock:
                 self.open.discard(response.id)
                 finished = self.sent_all.is_set() and not self.open
@@ -132,7 +137,14 @@ class LiveStream:
         except Exception as error:  # noqa: BLE001 - whatever stops the source ends the stream, said
             self.events.put(StreamError(f"{type(error).__name__}: {error}"))
 
-    def __iter__(self) -> Iterator[StreamEvent]:
+    def cancel(self, reason: str = "cancelled") -> None:
+        """End the iteration (from another thread): it raises StreamError(reason) and closes the stream."""
+        self.events.put(StreamError(reason))
+
+    def items(self) -> Iterator:
+        """(request number, StreamEvent) as each event comes, and Answered(number) once a request
+        (a chunk, numbered from 0 in the order sent) has had all its events: the server has
+        decided everything its audio, and all the audio before it, decides."""
         self.client.start_stream(callback=self._callback, headers=self.headers or None)
         pump = threading.Thread(target=self._pump, name="ser-stream-send", daemon=True)
         pump.start()
@@ -154,3 +166,8 @@ class LiveStream:
         finally:
             self.client.stop_stream(cancel_requests=True)
             self.client.close()
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        for item in self.items():
+            if not isinstance(item, Answered):
+                yield item[1]

@@ -67,8 +67,9 @@ def prepare(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(samples)
 
 
-def load_audio(source: str | Path | bytes) -> np.ndarray:
-    """Read a file (path, or its bytes) in any format libsndfile knows, ready for the server."""
+def read_audio(source: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """(samples [samples, channels] float32 as the file holds them, its sample rate) of a file (a
+    path, or its bytes) in any format libsndfile knows."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -79,10 +80,14 @@ def load_audio(source: str | Path | bytes) -> np.ndarray:
     else:
         handle = io.BytesIO(source)
     try:
-        samples, sample_rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        return soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"not a readable audio file ({error})") from None
-    return prepare(samples, sample_rate)
+
+
+def load_audio(source: str | Path | bytes) -> np.ndarray:
+    """Read a file (path, or its bytes) in any format libsndfile knows, ready for the server (mono)."""
+    return prepare(*read_audio(source))
 
 
 def find_audio_files(paths, failures: list) -> list[str]:

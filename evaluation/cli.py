@@ -1,6 +1,6 @@
 """How accurate is the served model on labelled speech: WA/UA, F1, confusion matrix, WER/CER.
 
-    python client/evaluate.py data/test.csv                       # manifest: path,label[,text,speaker,session]
+    python client/evaluate.py data/test.csv                       # manifest: path,label[,text,speaker,session,channel]
     python client/evaluate.py IEMOCAP_full_release --sessions 5   # the release folder, 4-class setup
     python client/evaluate.py data/test.csv --compare 127.0.0.1:9001          # a second server, side by side
     python client/evaluate.py data/test.csv --reference --checkpoint checkpoints/x.pt   # vs PyTorch
@@ -24,6 +24,7 @@ from ser_triton.client import access
 
 from ser_triton.evaluation import systems
 from ser_triton.core.cli import positive
+from ser_triton.core.channels import MODES as CHANNEL_MODES
 from ser_triton.core.contract import LABELS
 from ser_triton.evaluation.datasets import DataError, Skipped, load_dataset
 from ser_triton.client.library import DEFAULT_URLS, SERClient
@@ -51,6 +52,10 @@ def build_parser(reference: bool) -> argparse.ArgumentParser:
     served.add_argument("--timeout", type=positive(float), default=120.0, metavar="SECONDS",
                         help="per request (default 120)")
     served.add_argument("--retries", type=int, default=3, help="retries while a server cannot be reached (default 3)")
+    served.add_argument("--channels", choices=CHANNEL_MODES, default="mix",
+                        help="how a row's channels are heard where the manifest names no channel for it: mix "
+                             "(default: a labelled row is one speaker's utterance) or split (each channel a speaker, "
+                             "the row's label weighted over both); a row's channel column picks that channel alone")
     access.add_arguments(served)
     parser.add_argument("--reference", action="store_true",
                         help="also run the PyTorch research pipeline (export extra) and compare; it takes the "
@@ -92,7 +97,8 @@ def report_skipped(skipped: list[Skipped]) -> None:
 
 def make_clients(args) -> list[tuple[str, SERClient]]:
     """(name, client) of each served system: the server at --url, and the one at --compare."""
-    keywords = {"timeout": args.timeout, "retries": args.retries, **access.client_keywords(args)}
+    keywords = {"timeout": args.timeout, "retries": args.retries, "channels": args.channels,
+                **access.client_keywords(args)}
     clients = [("served", SERClient(args.url, args.protocol, **keywords))]
     if args.compare:
         clients.append(("compare", SERClient(args.compare, args.compare_protocol or args.protocol, **keywords)))

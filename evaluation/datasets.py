@@ -30,6 +30,7 @@ class Utterance:
     text: str | None = None  # reference transcript
     speaker: str | None = None
     session: str | None = None
+    channel: int | None = None  # the channel (from 1) that holds the labelled speaker; None: the whole audio
 
 
 @dataclass
@@ -93,7 +94,7 @@ def load_dataset(path: str | Path, sessions=None, excited: str = "happy") -> Dat
 
 MANIFEST_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("text", "speaker", "session", "id")
+OPTIONAL_COLUMNS = ("text", "speaker", "session", "id", "channel")
 
 
 def _manifest_rows(path: Path, kind: str):
@@ -150,10 +151,11 @@ def _session_filter(sessions) -> set[str] | None:
 
 
 def read_manifest(path: Path, sessions=None) -> Dataset:
-    """Rows with `path` and `label` (and optionally `text`, `speaker`, `session`, `id`).
+    """Rows with `path` and `label` (and optionally `text`, `speaker`, `session`, `id`, `channel`).
 
     Relative paths resolve against the manifest's folder. `sessions` keeps the rows whose
-    `session` is one of them.
+    `session` is one of them. `channel` (from 1) names the channel that holds the labelled speaker
+    (a labelled call: a row per party); that channel alone is classified.
     """
     kind = MANIFEST_FORMATS.get(path.suffix.lower())
     if kind is None:
@@ -180,12 +182,16 @@ def read_manifest(path: Path, sessions=None) -> Dataset:
             skipped.append(Skipped(source, "unknown label",
                                    f"{spelling!r} is none of {', '.join(LABELS)} or their usual spellings"))
             continue
+        channel = _field(row, "channel")
+        if channel is not None and not (channel.isdigit() and int(channel) >= 1):
+            skipped.append(Skipped(source, "malformed row", f"channel {channel!r} is no channel number (1, 2, ...)"))
+            continue
         file = path.parent / audio
         if not file.is_file():
             skipped.append(Skipped(source, "missing audio file", str(file)))
             continue
         utterances.append(Utterance(_field(row, "id") or audio, file, label, _field(row, "text"),
-                                    _field(row, "speaker"), session))
+                                    _field(row, "speaker"), session, None if channel is None else int(channel)))
     if wanted is not None and sessions_seen <= {None}:
         raise DataError(f"{path}: --sessions needs a session column in the manifest, and it has none")
     return Dataset(_name(path.stem, sorted(wanted or ())), "manifest", path, utterances, skipped)

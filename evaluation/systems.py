@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from ser_triton.core.audio import AudioError, load_audio
+from ser_triton.core.audio import AudioError, load_audio, read_audio
+from ser_triton.core.channels import lane_audio
 from ser_triton.core.contract import ENSEMBLE
 from ser_triton.evaluation.datasets import Utterance
 from ser_triton.client.library import ClientError, SERClient, ServerUnreachable
@@ -53,6 +54,7 @@ def prediction_record(result: Result, utterance: Utterance | None = None) -> dic
         "reference_transcript": utterance.text,
         "speaker": utterance.speaker,
         "session": utterance.session,
+        "channel": utterance.channel,
         "duration": result.duration,
     }
 
@@ -90,14 +92,31 @@ def run_served(name: str, client: SERClient, utterances: list[Utterance], concur
     run = Run(name, description)
     with _progress(name, len(utterances)) as progress:
         started = time.perf_counter()
-        run.outcomes = client.classify_many([u.path for u in utterances], concurrency=concurrency,
-                                            names=[str(u.path) for u in utterances],
-                                            on_result=lambda index, outcome: progress.update())
+        run.outcomes = classify_rows(client, utterances, concurrency, lambda index, outcome: progress.update())
         run.timed(time.perf_counter() - started)
     unreachable = next((o for o in run.outcomes if isinstance(o, ServerUnreachable)), None)
     if unreachable is not None:
         raise SystemUnavailable(str(unreachable))
     return run
+
+
+def classify_rows(client: SERClient, utterances: list[Utterance], concurrency: int, on_result=None) -> list:
+    """classify_many over the utterances, in their order; a row that names its channel is classified
+    on that channel alone (a client of the same settings with that channel map), the others as the
+    client's channels setting says."""
+    outcomes: list = [None] * len(utterances)
+    for channel in dict.fromkeys(u.channel for u in utterances):
+        rows = [index for index, u in enumerate(utterances) if u.channel == channel]
+        picked = {} if channel is None else {"channels": None, "channel_map": (channel,)}
+        settings = client.settings.arguments() | picked
+        with SERClient(**settings) as chosen:
+            found = chosen.classify_many([utterances[i].path for i in rows], concurrency=concurrency,
+                                         names=[str(utterances[i].path) for i in rows],
+                                         on_result=None if on_result is None else
+                                         lambda index, outcome: on_result(rows[index], outcome))
+        for index, outcome in zip(rows, found):
+            outcomes[index] = outcome
+    return outcomes
 
 
 def research_code():
@@ -114,6 +133,14 @@ def research_code():
 def add_reference_arguments(parser) -> None:
     """The research model's flags (--preset, --checkpoint, ...), as `python -m ser_triton.model.reference` takes them."""
     research_code()[1].add_model_arguments(parser)
+
+
+def reference_audio(utterance: Utterance):
+    """What the reference hears of a row: its channel alone where it names one, else the mix."""
+    if utterance.channel is None:
+        return load_audio(utterance.path)
+    [audio], _ = lane_audio(*read_audio(utterance.path), channel_map=(utterance.channel,))
+    return audio
 
 
 def run_reference(args, utterances: list[Utterance]) -> Run:
@@ -133,7 +160,7 @@ def run_reference(args, utterances: list[Utterance]) -> Run:
         started = time.perf_counter()
         for utterance in utterances:
             try:
-                run.outcomes.append(pipeline.classify(load_audio(utterance.path), str(utterance.path)))
+                run.outcomes.append(pipeline.classify(reference_audio(utterance), str(utterance.path)))
             except AudioError as error:
                 run.outcomes.append(error)
             progress.update()

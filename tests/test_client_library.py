@@ -129,7 +129,7 @@ def test_by_default_long_audio_is_streamed_to_the_speech_segmenter(triton, monke
         streamed.append(sum(chunk.size for chunk in chunks))
         return iter(())
 
-    monkeypatch.setattr(SERClient, "stream", stream)
+    monkeypatch.setattr(SERClient, "_live", stream)
     with pytest.raises(library.NoSpeech):
         SERClient(window_seconds=20.0).classify(tone(50.0), sample_rate=SAMPLE_RATE)
     assert streamed == [50 * SAMPLE_RATE] and triton.calls == 0
@@ -290,7 +290,8 @@ def test_a_clone_keeps_every_setting(tmp_path, monkeypatch):
     certificate = tmp_path / "ca.pem"
     certificate.write_text("not checked until a TLS connection")
     grpc = SERClient("10.0.0.1:9001", "grpc", 7.0, 12.0, 5, 0.25, {"grpc.keepalive_time_ms": 10_000},
-                     api_key="k" * 16, tls=True, tls_ca_certificate=certificate, segmenter="speech")
+                     api_key="k" * 16, tls=True, tls_ca_certificate=certificate, segmenter="speech", channels="split",
+                     channel_map=(2, 1))
     http = SERClient("10.0.0.1:9000", "http")
     defaults = {name: p.default for name, p in inspect.signature(SERClient.__init__).parameters.items()}
     changed = {name for name, value in grpc.settings.arguments().items() if value != defaults[name]}
@@ -300,6 +301,8 @@ def test_a_clone_keeps_every_setting(tmp_path, monkeypatch):
         assert clone is not client and clone.settings == client.settings and clone._headers == client._headers
 
     seen = []
-    monkeypatch.setattr(SERClient, "_classify_samples", lambda self, audio, name: seen.append(self.settings) or name)
-    assert grpc.classify_many([tone(1.0)] * 3, concurrency=2, sample_rate=SAMPLE_RATE) == ["<array>"] * 3
-    assert seen == [grpc.settings] * 3
+    monkeypatch.setattr(SERClient, "_classify_lanes",
+                        lambda self, lanes, split, name: seen.append((self.settings, split, len(lanes))) or name)
+    call = np.stack([tone(1.0), 0.5 * tone(1.0)], axis=1)
+    assert grpc.classify_many([call] * 3, concurrency=2, sample_rate=SAMPLE_RATE) == ["<array>"] * 3
+    assert seen == [(grpc.settings, True, 2)] * 3

@@ -173,11 +173,11 @@ def test_one_prediction_record_for_ser_evaluate_and_the_bench():
 
     probabilities = dict(zip(LABELS, (0.1, 0.6, 0.2, 0.1)))
     result = Result("clips/a.wav", SAD, probabilities, "GO AWAY", duration=1.5, latency=0.2)
-    utterance = Utterance("a", Path("clips/a.wav"), SAD, "go away", speaker="M01", session="1")
+    utterance = Utterance("a", Path("clips/a.wav"), SAD, "go away", speaker="M01", session="1", channel=2)
     assert list(prediction_record(result, utterance).items()) == [
         ("id", "a"), ("file", "clips/a.wav"), ("gold_label", SAD), ("predicted_label", SAD),
         ("probabilities", probabilities), ("transcript", "GO AWAY"), ("reference_transcript", "go away"),
-        ("speaker", "M01"), ("session", "1"), ("duration", 1.5)]
+        ("speaker", "M01"), ("session", "1"), ("channel", 2), ("duration", 1.5)]
     assert list(prediction_record(result).items()) == [
         ("id", "clips/a.wav"), ("predicted_label", SAD), ("probabilities", probabilities), ("transcript", "GO AWAY")]
     assert compare_systems([prediction_record(result)], [prediction_record(result)], resamples=0)["label_agreement"] == 1

@@ -159,3 +159,25 @@ def test_an_unreachable_compare_server_is_one_line(tiny_server, manifest, tmp_pa
     last = run.stderr.splitlines()[-1]
     assert last.startswith("cannot reach the SER server at 127.0.0.1:1 over grpc")
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_labelled_call_scores_each_party_on_its_own_channel(tiny_server, sentences, tmp_path):
+    """A manifest row per party of a stereo call (its channel column): each row is that channel's audio
+    alone, as the library gives it; a row whose channel is no number is skipped, said."""
+    from ser_triton.client.library import SERClient
+
+    size = max(s.size for s in sentences[:2])
+    call = np.stack([np.pad(sentences[0], (0, size - sentences[0].size)),
+                     np.pad(sentences[1], (0, size - sentences[1].size))], axis=1)
+    soundfile.write(tmp_path / "call.wav", call, SAMPLE_RATE, subtype="FLOAT")
+    (tmp_path / "calls.csv").write_text("path,label,channel\ncall.wav,happy,1\ncall.wav,sad,2\ncall.wav,sad,left\n")
+    run = evaluate(tmp_path / "calls.csv", "--url", tiny_server.grpc_url, "--out", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    predictions = read_jsonl(tmp_path / "out" / "predictions.jsonl")
+    assert [p["channel"] for p in predictions] == [1, 2] and "channel 'left' is no channel number" in run.stderr
+    with SERClient(tiny_server.grpc_url) as client:
+        for prediction, channel in zip(predictions, (0, 1)):
+            alone = client.classify(call[:, channel], sample_rate=SAMPLE_RATE)
+            assert prediction["transcript"] == alone.transcript
+            np.testing.assert_allclose(list(prediction["probabilities"].values()), list(alone.probabilities.values()),
+                                       atol=1e-5)
