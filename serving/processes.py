@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 STUB = b"triton_python_backend_stub"
@@ -62,6 +63,19 @@ def kill_leftovers(group: int) -> None:
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def terminate(process, timeout: float = 10.0) -> None:
+    """SIGTERM to a child (subprocess.Popen), SIGKILL if it is still there after `timeout` seconds,
+    then whatever is left of its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    kill_leftovers(process.pid)
 
 
 def shared_memory_files(server_pid: int, prefix: str) -> set[str]:
