@@ -16,6 +16,11 @@ def memory_mib(pid: int) -> dict:
     return {"peak_rss_mib": round(found["VmHWM"]), "rss_mib": round(found["VmRSS"])}
 
 
+def reset_peak(pid: int) -> None:
+    """Make a process's peak resident memory (VmHWM) its current one, so that a later peak is new."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def stubs(server_pid: int) -> dict[int, str]:
     """pid -> model, for the Python stub processes a tritonserver started."""
     found = {}

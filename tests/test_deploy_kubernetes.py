@@ -767,18 +767,18 @@ def test_gpu_and_kserve_servers_refuse_their_control_plane_without_the_admin_key
     [arguments] = serving_commands(name)
     command = tritonserver_command(arguments)  # python3 -m ser_triton.serving.admin tritonserver ...
     assert flags(command)["--model-control-mode"] == "none"  # nothing loads models at run time
-    assert set(flags(admin.restricting_flags(admin.new_key()))) <= tritonserver_flags()  # what ser_triton.serving.admin adds
+    assert set(flags(admin.restricting_flags())) <= tritonserver_flags()  # what ser_triton.serving.admin adds
 
 
 def test_the_cpu_launcher_restricts_its_servers_itself():
-    """The CPU pods' servers: the launcher adds the restricting flags with a key only it holds."""
+    """The CPU pods' servers: the launcher closes their control plane (no key exists) and loads no model later."""
     for name in OVERLAYS:
         if hardware(name) == "cpu":
             assert "args" not in server_container(overlay(name))  # the image's launcher command
     server = TritonServer()
     command = server.command(backends=DEPLOY)
-    assert set(admin.restricting_flags(server.admin_key)) <= set(command)
-    assert server.admin_key != TritonServer().admin_key  # a new key for each server, never a fixed one
+    assert server.admin_key is None and set(admin.restricting_flags()) <= set(command)
+    assert flags(command)["--model-control-mode"] == "none"
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
         apis = flags(command)[flag].split(":")[0].split(",")
         assert "model-repository" in apis and set(admin.RESTRICTED_APIS) <= set(apis)
