@@ -562,11 +562,14 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
     # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
     upstreams = dict(blocks(config, "upstream"))
     _, http_port, grpc_port = upstream(arguments)
-    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port)):
+    # live streams: no stream gateway on Kubernetes yet, so straight to the servers' gRPC port too
+    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port), ("triton_stream", grpc_port)):
         assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
         assert "keepalive 32;" in upstreams[pool]
     assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
-    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards)
+    stream = route(grpc, "/inference.GRPCInferenceService/ModelStreamInfer")
+    assert "grpc_pass grpc://triton_stream;" in stream.body
+    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards and l != stream)
     bound = edge.max_request_bytes(MAX_SECONDS)
     for server, path in ((http, f"/v2/models/{ENSEMBLE}/infer"), (grpc, "/inference.GRPCInferenceService/ModelInfer")):
         assert re.findall(r"client_max_body_size (\d+);", route(server, path).body) == [str(bound)]
