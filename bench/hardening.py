@@ -30,7 +30,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from ser_triton.bench.report import machine
+from ser_triton.bench.report import load_average, machine
 from ser_triton.core.contract import CHUNK, CHUNK_RATE, MAX_CHUNK_SECONDS, SAMPLE_RATE, STREAM
 from ser_triton.serving import processes
 from ser_triton.serving.ports import free_port
@@ -190,11 +190,13 @@ def main(argv=None) -> int:
 
             repository = work / "model_repository"
             export(ExportOptions(out=repository, preset="tiny"))
-        results = {"machine": machine(), "repository": "tiny preset" if args.repository is None else str(repository),
+        results = {"machine": machine(), "load_average_at_start": load_average(),
+                   "repository": "tiny preset" if args.repository is None else str(repository),
                    "restart_after_a_step_died": restart_seconds(repository, work),
                    "reload_of_one_model_with_an_admin_key": reload_seconds(repository, work),
                    "stream_gateway_delay_per_message": gateway_delay(work),
-                   "oversize_stream_message": oversize_residual(repository, work)}
+                   "oversize_stream_message": oversize_residual(repository, work),
+                   "load_average_at_end": load_average()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
