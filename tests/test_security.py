@@ -312,6 +312,27 @@ def test_what_the_servers_write_is_theirs_alone(launched):
         assert not any(Path("/dev/shm", name).exists() for name in regions)  # not in the shared /dev/shm
 
 
+PROBE_SHM = """
+import subprocess, sys
+from ser_triton.serving import isolation
+shown = subprocess.run(["sh", "-c", "id -u; stat -c %a /dev/shm; touch /dev/shm/probe; stat -c %a /dev/shm/probe"],
+                       preexec_fn=isolation.confined(), capture_output=True, text=True, check=True)
+print(shown.stdout, end="")
+"""
+
+
+@needs_root
+def test_a_server_started_by_another_user_gets_a_private_dev_shm_too(tmp_path):
+    """Not root (`make serve` on a workstation): the same confinement, in a user namespace that maps
+    the user to itself; the child keeps its uid, its /dev/shm is its own and its files are 0600."""
+    done = subprocess.run(["setpriv", f"--reuid={SECOND_USER}", f"--regid={SECOND_USER}", "--clear-groups",
+                           sys.executable, "-c", PROBE_SHM], capture_output=True, text=True, timeout=60,
+                          cwd=REPO_ROOT, env={"PATH": os.environ["PATH"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(SECOND_USER), "700", "600"]
+    assert not Path("/dev/shm/probe").exists()
+
+
 def stream_message(url: str, samples: int) -> str:
     """One stream message carrying `samples` float32 samples (no client check on its size); the error."""
     errors, done = [], threading.Event()
