@@ -5,8 +5,8 @@ ports, while the servers listen on loopback ports of their own; the Kubernetes e
 config (`python -m ser_triton.serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
 - only health, read-only metadata (model configs and statistics too: perf_analyzer reads them)
   and inference of the served models pass (HTTP paths, gRPC methods); the model-repository,
-  logging, trace and shared-memory APIs are refused here (and the servers refuse them too
-  without the admin key: serving.admin);
+  logging, trace and shared-memory APIs are refused here (and the servers refuse them too, to
+  every request: serving.admin);
 - a request body is bounded before it is buffered: the longest audio the deployment accepts
   (the ensemble's own limit, read from the exported repository) as float32 samples, plus
   headroom for headers; a larger one gets 413 (RESOURCE_EXHAUSTED over gRPC) at once;
