@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from ser_triton.core import contract
+from ser_triton.serving import processes
 from ser_triton.serving.ports import free_port
 from ser_triton.serving.supervisor import ready
 from tests.conftest import REPO_ROOT
@@ -151,3 +152,20 @@ def end(launcher: subprocess.Popen, family: dict[int, str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+
+
+class PeakMemory:
+    """How far each process's resident memory rose above where it was at the start, at its peak (MiB):
+    the peaks (VmHWM) are reset at the start, so a body buffered and freed meanwhile still shows."""
+
+    def __init__(self, pids: dict[int, str]):
+        self.names = {pid: name for pid, name in pids.items() if alive(pid)}
+        self.before = {}
+        for pid in self.names:
+            processes.reset_peak(pid)
+            self.before[pid] = processes.memory_mib(pid)["rss_mib"]
+
+    def growth(self) -> dict[str, int]:
+        """'name pid' -> MiB the peak rose above the start, for the processes still alive."""
+        return {f"{name} {pid}": processes.memory_mib(pid)["peak_rss_mib"] - self.before[pid]
+                for pid, name in self.names.items() if alive(pid)}

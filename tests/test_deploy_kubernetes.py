@@ -570,11 +570,14 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
     # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
     upstreams = dict(blocks(config, "upstream"))
     _, http_port, grpc_port = upstream(arguments)
-    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port)):
+    # live streams: no stream gateway on Kubernetes yet, so straight to the servers' gRPC port too
+    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port), ("triton_stream", grpc_port)):
         assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
         assert "keepalive 32;" in upstreams[pool]
     assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
-    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards)
+    stream = route(grpc, "/inference.GRPCInferenceService/ModelStreamInfer")
+    assert "grpc_pass grpc://triton_stream;" in stream.body
+    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards and l != stream)
     bound = edge.max_request_bytes(MAX_SECONDS)
     for server, path in ((http, f"/v2/models/{ENSEMBLE}/infer"), (grpc, "/inference.GRPCInferenceService/ModelInfer")):
         assert re.findall(r"client_max_body_size (\d+);", route(server, path).body) == [str(bound)]
@@ -775,18 +778,18 @@ def test_gpu_and_kserve_servers_refuse_their_control_plane_without_the_admin_key
     [arguments] = serving_commands(name)
     command = tritonserver_command(arguments)  # python3 -m ser_triton.serving.admin tritonserver ...
     assert flags(command)["--model-control-mode"] == "none"  # nothing loads models at run time
-    assert set(flags(admin.restricting_flags(admin.new_key()))) <= tritonserver_flags()  # what ser_triton.serving.admin adds
+    assert set(flags(admin.restricting_flags())) <= tritonserver_flags()  # what ser_triton.serving.admin adds
 
 
 def test_the_cpu_launcher_restricts_its_servers_itself():
-    """The CPU pods' servers: the launcher adds the restricting flags with a key only it holds."""
+    """The CPU pods' servers: the launcher closes their control plane (no key exists) and loads no model later."""
     for name in OVERLAYS:
         if hardware(name) == "cpu":
             assert "args" not in server_container(overlay(name))  # the image's launcher command
     server = TritonServer()
     command = server.command(backends=DEPLOY)
-    assert set(admin.restricting_flags(server.admin_key)) <= set(command)
-    assert server.admin_key != TritonServer().admin_key  # a new key for each server, never a fixed one
+    assert server.admin_key is None and set(admin.restricting_flags()) <= set(command)
+    assert flags(command)["--model-control-mode"] == "none"
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
         apis = flags(command)[flag].split(":")[0].split(",")
         assert "model-repository" in apis and set(admin.RESTRICTED_APIS) <= set(apis)

@@ -13,10 +13,10 @@
 # gs:// or as:// repository, which it reads natively (credentials from the environment).
 #
 # tritonserver runs through ser_triton.serving.admin (standard library only, installed with the project):
-# it adds the flags that refuse the control plane (model-repository, logging, trace and
-# shared-memory APIs) to any request without the admin key, read from the file that
-# $SER_ADMIN_KEY_FILE names (a mounted Secret), else made anew at each start and known to no one.
-# No key is in the image. --model-control-mode=none (the default, said aloud): nothing here
+# it adds the flags that close the control plane (model-repository, logging, trace and
+# shared-memory APIs) to every request (a header no client can send), or, where
+# $SER_ADMIN_KEY_FILE names a key file (a mounted Secret), open it to that key, which every
+# process that can list the node's processes then reads. No key is in the image. --model-control-mode=none (the default, said aloud): nothing here
 # loads or reloads models at run time, so explicit control is not needed.
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
