@@ -41,7 +41,8 @@ try:
     from ser_triton.core.channels import MODES as CHANNEL_MODES, lanes, parse_channel_map
     from ser_triton.core.cli import positive
     from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, SAMPLE_RATE
-    from ser_triton.core.result import combine
+    from ser_triton.core.result import Result, combine
+    from ser_triton.core.summary import SILENCE_SECONDS, summary_lines
 except ModuleNotFoundError as missing:  # run as a script from a checkout where nothing is installed
     if __name__ != "__main__":
         raise
@@ -87,6 +88,11 @@ def parse_args(argv):
     parser.add_argument("--subtitles", type=Path, metavar="VTT", help="write WebVTT cues, one a segment (one file)")
     parser.add_argument("--subtitles-words", type=positive(int), metavar="N",
                         help="--subtitles: one cue per group of N words, timed by the words")
+    parser.add_argument("--summary", action="store_true", help="the call in figures: per speaker talk time, "
+                        "emotions, their longest stretches, the first and last minute; overlaps and silences "
+                        "(with --json: a summary object in each result)")
+    parser.add_argument("--summary-silence", type=positive(float, "seconds"), default=SILENCE_SECONDS,
+                        metavar="SECONDS", help=f"--summary: silences from this long (default {SILENCE_SECONDS:g})")
     live = parser.add_argument_group("live audio (--stream)")
     live.add_argument("--stream", action="store_true", help="stream the one FILE (or - for stdin, read as it "
                       "arrives) and print each event as it comes")
@@ -167,6 +173,17 @@ def draw(args, result) -> str | None:
     return None
 
 
+def result_text(args, result, table=None) -> str:
+    """A result as ser-infer prints it: its JSON line (with its summary under --summary), or its table
+    row (followed by the summary's lines, indented)."""
+    summary = result.summary(args.summary_silence) if args.summary else None
+    if args.json:
+        record = result.to_json_dict() | ({"summary": summary.to_json_dict()} if summary else {})
+        return json.dumps(record)
+    lines = [table.row(result)] if table is not None else [f"{result.file}: {result.label}"]
+    return "\n".join(lines + [f"  {line}" for line in summary_lines(summary)] if summary else lines)
+
+
 def event_line(event, split: bool = False) -> str:
     """One event as a line of the live table: times in seconds (split: the channel first), then the
     answer where there is one."""
@@ -214,10 +231,16 @@ def stream(args) -> int:
     except (ClientError, AudioError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return 1
+    utterances.sort(key=lambda segment: (segment.start, segment.channel))
+    lanes_count, duration = 1 if columns is None else len(columns), frames[0] / rate
+    if args.summary:  # the stream as one recording: its utterances, over all the audio it sent
+        heard = combine(name, utterances, duration=duration, channels=lanes_count) if utterances else \
+            Result(name, "", {}, "", duration, channels=lanes_count)
+        summary = heard.summary(args.summary_silence)
+        print(json.dumps({"summary": summary.to_json_dict()}) if args.json
+              else "\n".join(["summary:"] + [f"  {line}" for line in summary_lines(summary)]))
     if (args.timeline or args.subtitles) and utterances:
-        utterances.sort(key=lambda segment: (segment.start, segment.channel))
-        drawn = draw(args, combine(name, utterances, duration=frames[0] / rate,
-                                   channels=1 if columns is None else len(columns)))
+        drawn = draw(args, combine(name, utterances, duration=duration, channels=lanes_count))
         if drawn:
             print(f"{name}: {drawn}", file=sys.stderr)
             return 1
@@ -260,8 +283,7 @@ def run(args) -> int:
                 failures.append(names[shown])
                 tqdm.write(f"{names[shown]}: {describe(outcome)}", file=sys.stderr)
             else:
-                line = json.dumps(outcome.to_json_dict()) if args.json else table.row(outcome)
-                tqdm.write(line, file=sys.stdout)
+                tqdm.write(result_text(args, outcome, table), file=sys.stdout)
                 sys.stdout.flush()
                 drawn = draw(args, outcome)
                 if drawn:

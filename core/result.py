@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, LABELS, SAMPLE_RATE
+from ser_triton.core.summary import OVERLAP_SECONDS, SILENCE_SECONDS, CallSummary, summarize
 
 
 @dataclass
@@ -36,6 +37,12 @@ class Result:
 
     def to_json_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self, silence_seconds: float = SILENCE_SECONDS,
+                overlap_seconds: float = OVERLAP_SECONDS) -> CallSummary:
+        """The call in figures (core.summary): per speaker, talk time, emotions and their longest stretches,
+        the first and last minute; the overlaps and the silences longer than these times."""
+        return summarize(self, silence_seconds, overlap_seconds)
 
 
 def segment_bounds(num_samples: int, window_seconds: float = CLIENT_WINDOW_SECONDS) -> list[tuple[int, int]]:

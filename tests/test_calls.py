@@ -157,3 +157,43 @@ def test_the_cli_follows_a_stereo_stream_on_stdin(tiny_server, call):
     assert [e["channel"] for e in utterances] == [1, 2, 1, 2] and all("words" in e for e in utterances)
     table = cli("--stream", "-", "--url", tiny_server.grpc_url, stdin=wav_header(RATE, channels=2) + pcm)
     assert table.returncode == 0 and sum(line.startswith("ch2 ") for line in table.stdout.decode().splitlines()) >= 2
+
+
+def test_the_summary_of_a_call_names_both_speakers_their_overlap_and_a_silent_channel(tiny_server, call, call_file,
+                                                                                   tmp_path):
+    stereo, agent, customer = call
+    done = cli(str(call_file), "--json", "--summary", "--url", tiny_server.grpc_url)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    summary = result["summary"]
+    talk = {channel: sum(s["end"] - s["start"] for s in result["segments"] if s["channel"] == channel)
+            for channel in (1, 2)}
+    assert {key: speaker["talk_seconds"] for key, speaker in summary["speakers"].items()} == \
+           pytest.approx({"1": talk[1], "2": talk[2]})
+    for channel, truth in ((1, agent), (2, customer)):  # the padded segments hold each speaker's sentences
+        spoken = sum(end - start for start, end in truth) / RATE
+        assert spoken <= talk[channel] <= spoken + len(truth) * 0.8
+    [overlap] = summary["overlaps"]  # the customer began 0.8 s before the agent had finished
+    both = (customer[0][0] / RATE, agent[0][1] / RATE)
+    assert both[0] - 0.2 <= overlap["start"] <= both[0] + 0.1 and both[1] - 0.1 <= overlap["end"] <= both[1] + 0.5
+    assert summary["silences"][-1]["end"] == pytest.approx(len(stereo) / RATE)  # the call ends in 6 s of nobody
+    text = cli(str(call_file), "--summary", "--url", tiny_server.grpc_url)
+    assert text.returncode == 0 and b"  channel 2: talks" in text.stdout and b"  overlaps: 1 " in text.stdout
+    path = tmp_path / "one-sided.wav"
+    soundfile.write(path, np.stack([stereo[:, 0], np.zeros(len(stereo), np.float32)], axis=1), RATE, subtype="FLOAT")
+    one_sided = cli(str(path), "--json", "--summary", "--url", tiny_server.grpc_url)
+    assert one_sided.returncode == 0, one_sided.stderr.decode()
+    quiet = json.loads(one_sided.stdout)["summary"]["speakers"]["2"]
+    assert quiet["silent"] and quiet["talk_seconds"] == 0 and json.loads(one_sided.stdout)["summary"]["overlaps"] == []
+
+
+def test_a_streams_summary_comes_after_its_events(tiny_server, call):
+    stereo, _, _ = call
+    pcm = (np.clip(stereo, -1, 1) * 32767).astype("<i2").tobytes()
+    done = cli("--stream", "-", "--json", "--summary", "--url", tiny_server.grpc_url,
+               stdin=wav_header(RATE, channels=2) + pcm)
+    assert done.returncode == 0, done.stderr.decode()
+    *events, last = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    summary = last["summary"]
+    assert summary["duration"] == pytest.approx(len(stereo) / RATE) and len(summary["overlaps"]) == 1
+    assert summary["speakers"]["1"]["segments"] == sum(e["event"] == "utterance" and e["channel"] == 1 for e in events)
