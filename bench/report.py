@@ -143,8 +143,9 @@ def markdown(summary: dict) -> str:
                 lines.append(f"\n{name} measured apart ({live['created']}, {live['machine']['cpu']}, "
                              f"{live['preset']}): its own perf_analyzer throughput "
                              f"{live['throughput_audio_seconds_per_s']} audio-s/s")
-        lines += [""] + [f"- {name}: at most **{live['max_streams']}** streams sustained (p90 within 1 s of one "
-                         f"stream's {live['single_stream']['p90']} s); the throughput could carry "
+        lines += [""] + [f"- {name}: at most **{live['max_streams']}** streams sustained (p90 at most "
+                         f"{live.get('sustained_p90_at_most_s')} s: within 1 s of one utterance's own compute, "
+                         f"{live.get('compute_floor_s', {}).get('p90')} s at p90); the throughput could carry "
                          f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "
                          f"{live['efficiency']}" for name, live in summary["streaming"].items()]
     if summary.get("notes"):

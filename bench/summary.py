@@ -109,7 +109,8 @@ NOTES = [
     "streaming: K streams at once, each a conversation of workload utterances with 1-2 s pauses paced in real time "
     "in 100 ms chunks; delay = the utterance's result at the client minus its end in the stream; kept_up = every "
     "stream finished within one stream's p99 delay + 1 s after its audio ended (no growing backlog); max_streams = "
-    "the most streams kept up with the p90 delay within 1 s of one stream's p90; throughput_streams = the variant's "
+    "the most streams kept up with the p90 delay within 1 s of one utterance's own compute (compute_floor_s p90: the "
+    "single stream's utterances classified alone, one at a time); throughput_streams = the variant's "
     "best perf_analyzer audio-s/s over the conversations' speech share; efficiency = max_streams / throughput_streams.",
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
     "shared pages count once per process, so it is an upper bound. weights_mib: each network's ONNX files on disk; "

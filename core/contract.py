@@ -68,6 +68,12 @@ LIVE_STREAMS_METRIC = "ser_stream_live_streams"
 """The streaming model's gauge on each server's metrics port: the streams open now, their state held."""
 ENDED_STREAMS_METRIC = "ser_stream_ended_streams"
 """Its counter of streams ended, by `reason` (serving/steps/stream.py END_REASONS)."""
+DROPPED_INTERIMS_METRIC = "ser_stream_dropped_interims"
+"""Its counter of interim results dropped unclassified: stale (their stream had something newer to
+classify) while the server was behind (serving/steps/scheduling.py)."""
+SPECULATIONS_METRIC = "ser_stream_speculations"
+"""Its counter of utterances classified ahead of the end of their pause, by `outcome`: used (the pause
+lasted), dropped (it did not, before the classification ran), wasted (it did not, after it ran)."""
 
 MAX_STREAM_SECONDS = 4 * 3600.0
 """Longest live stream the edge lets through: it bounds a stream's whole body, as one request's."""

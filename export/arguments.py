@@ -49,6 +49,14 @@ def add_deployment_arguments(parser, recorded: bool = False) -> None:
                        help="live streams the streaming model serves at once")
     group.add_argument("--stream-idle-seconds", dest="stream_idle_seconds", type=positive(float, "seconds"),
                        default=default("stream_idle_seconds"), help="a stream silent this long is ended")
+    group.add_argument("--stream-in-flight", dest="stream_in_flight", type=positive(int),
+                       default=default("stream_in_flight"),
+                       help="classifications the streaming model has at the ensemble at once (default: no limit); "
+                            "the rest wait, finished utterances first, stale interims dropped")
+    group.add_argument("--stream-speculate-seconds", dest="stream_speculate_seconds", type=positive(float, "seconds"),
+                       default=default("stream_speculate_seconds"),
+                       help="classify an utterance ahead once a pause in it has lasted this long, on an idle ensemble "
+                            "(default: never)")
     group.add_argument("--segmentation", dest="segmentation", type=segmentation_rules, metavar="JSON",
                        default=default("segmentation"),
                        help="segmentation rules that differ from the defaults: "
@@ -56,4 +64,5 @@ def add_deployment_arguments(parser, recorded: bool = False) -> None:
 
 
 DEPLOYMENT_KNOBS = ("max_batch_size", "queue_delay_us", "network_threads", "max_audio_seconds", "padding_slack",
-                    "max_batch_seconds", "max_streams", "stream_idle_seconds", "segmentation")
+                    "max_batch_seconds", "max_streams", "stream_idle_seconds", "stream_in_flight",
+                    "stream_speculate_seconds", "segmentation")

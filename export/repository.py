@@ -66,6 +66,12 @@ class Deployment:
     """Live streams the streaming model serves at once; past it a new stream gets an error."""
     stream_idle_seconds: float = 10.0
     """A stream that sends no audio for this long is ended and its state freed."""
+    stream_in_flight: int | None = None
+    """Classifications the stream model has at the ensemble at once; the rest wait in its scheduler,
+    finished utterances first (None: no limit, every one at once)."""
+    stream_speculate_seconds: float | None = None
+    """Once a pause inside an utterance has lasted this long, the utterance as it would end is classified
+    ahead, on an idle ensemble only (None: never)."""
     segmentation: dict = field(default_factory=dict)
     """Segmentation rules that differ from the defaults (serving.steps.segmentation.SegmentationRules)."""
     max_batch_seconds: float = 16.0
@@ -213,7 +219,11 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
         keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
         keys.MAX_STREAMS: str(deployment.max_streams), keys.STREAM_IDLE_SECONDS: str(deployment.stream_idle_seconds),
         keys.MAX_CHUNK_SECONDS: str(contract.MAX_CHUNK_SECONDS),
-        keys.STREAM_METRICS: json.dumps({"live": contract.LIVE_STREAMS_METRIC, "ended": contract.ENDED_STREAMS_METRIC}),
+        keys.STREAM_METRICS: json.dumps({"live": contract.LIVE_STREAMS_METRIC, "ended": contract.ENDED_STREAMS_METRIC,
+                                         "dropped": contract.DROPPED_INTERIMS_METRIC,
+                                         "speculations": contract.SPECULATIONS_METRIC}),
+        keys.STREAM_IN_FLIGHT: str(deployment.stream_in_flight or 0),
+        keys.STREAM_SPECULATE_SECONDS: str(deployment.stream_speculate_seconds or 0),
         keys.CLASSIFIER: json.dumps({"model": contract.ENSEMBLE, "audio": contract.AUDIO,
                                      **{role: name for name, (_, role) in ensemble.items()}}),
     }

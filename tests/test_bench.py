@@ -112,6 +112,11 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     assert all(level["utterances"] > 0 and level["kept_up"] in (True, False) for level in live["levels"])
     assert all({"p50", "p90", "p99"} <= set(level["from_padded_end"]) for level in live["levels"])
     assert live["compute_floor_s"]["utterances"] > 0 and positive(live["compute_floor_s"]["p50"])
+    allowed = live["sustained_p90_at_most_s"]  # within 1 s of one utterance's own compute
+    assert allowed == pytest.approx(live["compute_floor_s"]["p90"] + 1.0, abs=0.001)
+    for level in live["levels"]:
+        assert level["sustained"] == (level["kept_up"] and level["p90"] <= allowed)
+        assert level["p90_over_compute_s"] == pytest.approx(level["p90"] - live["compute_floor_s"]["p90"], abs=0.001)
     assert "Live streams" in (out / "summary.md").read_text()
 
     baseline = summary["systems"]["pytorch"]

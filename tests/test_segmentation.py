@@ -11,8 +11,9 @@ import pytest
 from ser_triton.core.contract import MAX_SECONDS, SAMPLE_RATE
 from ser_triton.export.repository import vad_package_file
 from ser_triton.serving.steps import segmentation
-from ser_triton.serving.steps.segmentation import (WINDOW, Interim, RuleError, SegmentationRules, Segmenter, SpeechDetector,
-                                  SpeechStart, Utterance, segment, vad_session)
+from ser_triton.serving.steps.segmentation import (WINDOW, Interim, RuleError, SegmentationRules, Segmenter,
+                                                   SpeechDetector, SpeechStart, Tentative, Utterance, Withdrawn,
+                                                   segment, vad_session)
 
 SESSION = vad_session(vad_package_file())
 """Silero VAD from the installed package, as the export copies it into the stream model's folder."""
@@ -56,9 +57,9 @@ def long_turn(sentences, count=12, gap=0.2) -> Stream:
     return Stream(parts + [1.0])
 
 
-def stream(samples: np.ndarray, chunks, rules=RULES) -> list:
+def stream(samples: np.ndarray, chunks, rules=RULES, tentative_after=None) -> list:
     """Every event of a stream fed in chunks of these sizes (cycled), then finished."""
-    segmenter, events, position, i = Segmenter(SpeechDetector(SESSION), rules), [], 0, 0
+    segmenter, events, position, i = Segmenter(SpeechDetector(SESSION), rules, tentative_after), [], 0, 0
     while position < samples.size:
         size = chunks[i % len(chunks)]
         events += segmenter.feed(samples[position:position + size])
@@ -290,12 +291,12 @@ def decided(samples: np.ndarray, rules=RULES) -> list:
 
 def test_interim_results_come_every_interim_seconds_of_a_running_utterance(sentences):
     talk = long_turn(sentences)
-    every, counts = RULES.interim_samples, []
+    every, window, counts = RULES.interim_samples, RULES.interim_window_samples, []
     for event, at in decided(talk.samples):
         if isinstance(event, SpeechStart):
             start, interims = event.start, []
-        elif isinstance(event, Interim):
-            assert event.start == start and at == event.end
+        elif isinstance(event, Interim):  # the last interim_window_seconds of the utterance so far
+            assert event.start == max(start, event.end - window) and at == event.end
             assert np.array_equal(event.samples, talk.samples[event.start:event.end])
             interims.append(event.end)
         else:
@@ -307,6 +308,9 @@ def test_interim_results_come_every_interim_seconds_of_a_running_utterance(sente
     assert max(counts) == 3  # at 5, 10 and 15 s of a piece cut near the 20 s limit
     events = [e for e, _ in decided(talk.samples, SegmentationRules(interim_seconds=None))]
     assert not [e for e in events if isinstance(e, Interim)]
+    whole = [e for e, _ in decided(talk.samples, SegmentationRules(interim_window_seconds=None))]
+    starts = {e.start for e in whole if isinstance(e, (Interim, Utterance))}
+    assert len([e for e in whole if isinstance(e, Interim)]) >= 3 and len(starts) <= 2  # from its utterance's start
 
 
 # --- streaming
@@ -373,3 +377,33 @@ def test_the_vad_file_has_the_tensors_its_spec_declares():
         assert onnx[tensor.name] == (0 if tensor.is_length else len(tensor.dims) + 1), tensor.name
     assert set(onnx) == {t.name for t in spec.inputs + spec.outputs}
     assert vad_tensors() == segmentation.VAD_TENSORS
+
+
+def test_a_tentative_end_is_given_once_a_pause_has_lasted_and_withdrawn_when_speech_goes_on(sentences):
+    """With tentative_after, the segmenter also says, part way into each pause, how the utterance will end if
+    the pause lasts: the same span as its Utterance when it does, withdrawn when the speaker goes on. The
+    events themselves do not change, and the tentative ones are the same for any chunking."""
+    talk = Stream([0.7, sentences[0], 0.3, sentences[1], 1.2, long_turn(sentences, count=8).samples[seconds(0.5):],
+                   0.3, sentences[3], 0.9], noise=0.002)
+    after = PAD  # as soon as the padding after the speech is in
+    expected = stream(talk.samples, [talk.samples.size])
+    found = {name: stream(talk.samples, sizes, tentative_after=after)
+             for name, sizes in chunkings(talk.samples.size).items()}
+    for name, events in found.items():
+        assert [e for e in events if not isinstance(e, (Tentative, Withdrawn))] == expected, name
+        assert events == found["whole"], name
+    events, open_tentative, used, withdrawn = found["whole"], None, 0, 0
+    for event in events:
+        if isinstance(event, Tentative):
+            assert open_tentative is None
+            assert np.array_equal(event.samples, talk.samples[event.start:event.end])
+            open_tentative = event
+        elif isinstance(event, Withdrawn):
+            assert (event.start, event.end) == (open_tentative.start, open_tentative.end)
+            open_tentative, withdrawn = None, withdrawn + 1
+        elif isinstance(event, Utterance) and open_tentative is not None:
+            assert (event.start, event.end) == (open_tentative.start, open_tentative.end)  # the pause lasted
+            open_tentative, used = None, used + 1
+        elif isinstance(event, Utterance):  # cut at its longest: no pause to be tentative about
+            assert event.end - event.start > RULES.max_samples - seconds(RULES.split_search_seconds)
+    assert open_tentative is None and used >= 3 and withdrawn >= 1  # the 0.3 s pause inside the first turn

@@ -155,11 +155,87 @@ def test_a_long_utterance_gives_interim_results(tiny_server, sentences):
     [utterance] = [e for e in events if e.event == "utterance"]
     assert utterance.end - utterance.start > 10
     assert len(interims) == int((utterance.end - utterance.start) // 5)
-    for number, interim in enumerate(interims, 1):
-        assert interim.start_sample == utterance.start_sample
-        assert abs((interim.end - interim.start) - 5 * number) < 0.05
-        assert set(interim.probabilities) == set(contract.LABELS)
+    with SERClient(tiny_server.grpc_url) as client:
+        for number, interim in enumerate(interims, 1):  # each: the last 5 s of the utterance so far
+            assert abs((interim.end - utterance.start) - 5 * number) < 0.05
+            assert interim.start_sample == max(utterance.start_sample, interim.end_sample - seconds(5.0))
+            alone = client.classify(audio[interim.start_sample:interim.end_sample], sample_rate=RATE)
+            np.testing.assert_allclose(list(interim.probabilities.values()), list(alone.probabilities.values()),
+                                       atol=1e-4)
     assert [e.event for e in events].index("utterance") > [e.event for e in events].index("interim")
+
+
+def served_with(tiny_repository, tmp_path_factory, name: str, **deployment_changes):
+    """A server of a copy of the tiny export whose deployment knobs are changed (export/refresh.py)."""
+    copy = tmp_path_factory.mktemp(name) / "model_repository"
+    shutil.copytree(tiny_repository, copy)
+    refresh(copy, **deployment_changes)
+    with start_server(copy) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tiny_repository, tmp_path_factory):
+    """The tiny export whose stream model has one classification at the ensemble at a time."""
+    yield from served_with(tiny_repository, tmp_path_factory, "one-at-a-time", stream_in_flight=1)
+
+
+def test_a_stale_interim_is_dropped_and_counted_and_the_rest_answered_as_their_spans(one_at_a_time, sentences):
+    """The whole long turn in one chunk: its first interim starts at once, the next waits for the one
+    classification in flight, and the turn's end makes it stale: dropped, never classified, counted by the
+    server; what does come is each span's own answer, the utterance last."""
+    audio, _ = joined([0.5, *[p for s in sentences for p in (s, 0.25)], 1.5])
+    before = stream_metrics(one_at_a_time, dropped=True)[2]
+    events = events_of(one_at_a_time, [audio])
+    [utterance] = [e for e in events if e.event == "utterance"]
+    decided = int((utterance.end - utterance.start) // 5)  # the interims the segmenter decided
+    interims = [e for e in events if e.event == "interim"]
+    assert decided >= 2 and len(interims) == 1 and [e.event for e in events][-1] == "utterance"
+    assert stream_metrics(one_at_a_time, dropped=True)[2] - before == decided - 1
+    with SERClient(one_at_a_time.grpc_url) as client:
+        for event in (*interims, utterance):
+            alone = client.classify(audio[event.start_sample:event.end_sample], sample_rate=RATE)
+            np.testing.assert_allclose(list(event.probabilities.values()), list(alone.probabilities.values()),
+                                       atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def speculating(tiny_repository, tmp_path_factory):
+    """The tiny export whose stream model classifies an utterance ahead once a pause in it lasts 0.15 s."""
+    yield from served_with(tiny_repository, tmp_path_factory, "speculating", stream_speculate_seconds=0.15)
+
+
+def speculation_metrics(server) -> dict[str, int]:
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    metric = rf'(?m)^{contract.SPECULATIONS_METRIC}{{model="{contract.STREAM}",outcome="(\w+)"}} (\S+)$'
+    found = re.findall(metric, text)
+    return {outcome: int(float(count)) for outcome, count in found}
+
+
+def test_classifying_ahead_changes_no_event_and_counts_each_tentative_end(speculating, tiny_server, sentences):
+    """A pause inside the first turn (0.3 s) and three turn changes: each turn's end is classified ahead
+    and used, the inner pause's is dropped or wasted; the events and answers are those of a server that
+    does not classify ahead. What the server did is its own count, against the segmenter run here."""
+    from ser_triton.export.repository import vad_package_file
+    from ser_triton.serving.steps.segmentation import Segmenter, SpeechDetector, Tentative, Withdrawn, vad_session
+
+    audio, _ = joined([0.7, sentences[0], 0.3, sentences[1], 1.2, sentences[2], 1.0, sentences[3], 1.5])
+    chunks = chunked(audio, seconds(0.1))
+    segmenter = Segmenter(SpeechDetector(vad_session(vad_package_file())), SegmentationRules(), seconds(0.15))
+    foreseen = [e for chunk in chunks for e in segmenter.feed(chunk)] + segmenter.finish()
+    tentative, withdrawn = (sum(isinstance(e, kind) for e in foreseen) for kind in (Tentative, Withdrawn))
+    before = speculation_metrics(speculating)
+    ahead, plain = events_of(speculating, chunks), events_of(tiny_server, chunks)
+    assert shape(ahead) == shape(plain)
+    assert [e.event for e in plain if e.event != "interim"] == ["speech_start", "utterance"] * 3
+    for got, want in zip(ahead, plain):
+        assert (got.label, got.transcript, got.words) == (want.label, want.transcript, want.words)
+        if want.probabilities is not None:
+            np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()), atol=1e-5)
+    after = speculation_metrics(speculating)
+    grown_by = {outcome: after.get(outcome, 0) - before.get(outcome, 0) for outcome in ("used", "dropped", "wasted")}
+    assert withdrawn >= 1 and grown_by["used"] == tentative - withdrawn == 3
+    assert grown_by["dropped"] + grown_by["wasted"] == withdrawn
 
 
 def test_per_stream_rules_change_the_segmentation(tiny_server, sentences):
@@ -172,13 +248,18 @@ def test_per_stream_rules_change_the_segmentation(tiny_server, sentences):
         events_of(tiny_server, [audio], segmentation={"pause_seconds": -1})
 
 
-def stream_metrics(server) -> tuple[int, dict[str, int]]:
-    """The stream model's own count of its live streams, and of its ended ones by reason (its metrics)."""
+def stream_metrics(server, dropped: bool = False) -> tuple:
+    """The stream model's own count of its live streams, and of its ended ones by reason (its metrics);
+    with `dropped`, also its count of dropped interims."""
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     [live] = re.findall(rf'(?m)^{contract.LIVE_STREAMS_METRIC}{{model="{contract.STREAM}"}} (\S+)$', text)
     ended = re.findall(rf'(?m)^{contract.ENDED_STREAMS_METRIC}{{model="{contract.STREAM}",reason="(\w+)"}} (\S+)$',
                        text)
-    return int(float(live)), {reason: int(float(count)) for reason, count in ended}
+    found = int(float(live)), {reason: int(float(count)) for reason, count in ended}
+    if not dropped:
+        return found
+    [interims] = re.findall(rf'(?m)^{contract.DROPPED_INTERIMS_METRIC}{{model="{contract.STREAM}"}} (\S+)$', text)
+    return (*found, int(float(interims)))
 
 
 def grown(before: dict, after: dict) -> dict:
@@ -280,11 +361,7 @@ def raw_stream(url: str, chunks) -> list:
 @pytest.fixture(scope="module")
 def bounded_server(tiny_repository, tmp_path_factory):
     """The tiny export with room for 2 streams, each ended after 1.5 s without audio."""
-    copy = tmp_path_factory.mktemp("bounded") / "model_repository"
-    shutil.copytree(tiny_repository, copy)
-    refresh(copy, max_streams=2, stream_idle_seconds=1.5)
-    with start_server(copy) as server:
-        yield server
+    yield from served_with(tiny_repository, tmp_path_factory, "bounded", max_streams=2, stream_idle_seconds=1.5)
 
 
 class Held:

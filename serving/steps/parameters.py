@@ -43,6 +43,12 @@ STREAM_IDLE_SECONDS = "stream_idle_seconds"
 """A stream with no chunk for this long is ended and its state freed."""
 MAX_CHUNK_SECONDS = "max_chunk_seconds"
 STREAM_METRICS = "stream_metrics"
-"""JSON {"live": the name of the live streams' gauge, "ended": that of the ended streams' counter}."""
+"""JSON {"live": the name of the live streams' gauge, "ended": that of the ended streams' counter,
+"dropped": that of the dropped interims' counter, "speculations": that of the speculations' counter}."""
+STREAM_SPECULATE_SECONDS = "stream_speculate_seconds"
+"""Once a pause inside an utterance has lasted this long, the utterance as it would end is classified ahead
+(on an idle ensemble only), while the rest of the pause is waited out (0: never)."""
+STREAM_IN_FLIGHT = "stream_in_flight"
+"""Classifications the stream model has at the ensemble at once (0: no limit); the rest wait in its scheduler."""
 CLASSIFIER = "classifier"
 """JSON {"model": the ensemble, "audio"/"probabilities"/"transcript"/"label": its tensors}."""

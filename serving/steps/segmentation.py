@@ -146,6 +146,10 @@ class SegmentationRules:
     interim_seconds (5.0, None for none): a running utterance gives an Interim every this-many
         seconds of its audio (about one mean IEMOCAP utterance), so a long turn shows results
         before it ends.
+    interim_window_seconds (5.0, None for all of it): an Interim covers the last this-many seconds
+        of the running utterance, not all of it so far (as Hume measures the last few seconds): it
+        says how the speaker sounds now, in an IEMOCAP-sized span, and costs the same at minute
+        one as at second five (over all of it, a 15 s turn cost 5 + 10 s of audio in interims).
     """
 
     threshold: float = 0.5
@@ -156,11 +160,12 @@ class SegmentationRules:
     max_seconds: float = 20.0
     split_search_seconds: float = 5.0
     interim_seconds: float | None = 5.0
+    interim_window_seconds: float | None = 5.0
 
     def __post_init__(self):
         for rule in dataclasses.fields(self):
             value = getattr(self, rule.name)
-            if value is None and rule.name in ("negative_threshold", "interim_seconds"):
+            if value is None and rule.name in ("negative_threshold", "interim_seconds", "interim_window_seconds"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RuleError(f"segmentation rule {rule.name}: must be a finite number, not {value!r}")
@@ -174,6 +179,8 @@ class SegmentationRules:
         self._check("split_search_seconds", WINDOW_SECONDS, self.max_seconds / 2, high_name="max_seconds / 2")
         if self.interim_seconds is not None:
             self._check("interim_seconds", WINDOW_SECONDS, self.max_seconds, high_name="max_seconds")
+        if self.interim_window_seconds is not None:
+            self._check("interim_window_seconds", WINDOW_SECONDS, self.max_seconds, high_name="max_seconds")
 
     def _check(self, name, low, high, low_open=False, high_open=False, high_name=None):
         value = getattr(self, name)
@@ -229,6 +236,10 @@ class SegmentationRules:
     def interim_samples(self) -> int | None:
         return None if self.interim_seconds is None else self._samples(self.interim_seconds)
 
+    @property
+    def interim_window_samples(self) -> int | None:
+        return None if self.interim_window_seconds is None else self._samples(self.interim_window_seconds)
+
 
 @dataclass(frozen=True)
 class SpeechStart:
@@ -267,7 +278,23 @@ class Utterance(_Span):
 
 
 class Interim(_Span):
-    """A still-running utterance so far, from its start to the end of the latest window."""
+    """A still-running utterance so far: its last interim_window_seconds (all of it, without a window)
+    to the end of the latest window."""
+
+
+class Tentative(_Span):
+    """The running utterance as it will end if the pause that has begun lasts (speech up to the pause,
+    plus the padding): given, where asked for, once the pause has lasted `tentative_after` samples, so
+    that its classification can start before the end is decided. Not an event for the caller."""
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """The pause of the last Tentative did not last: the speaker went on (or the utterance was cut
+    otherwise). Not an event for the caller."""
+
+    start: int
+    end: int
 
 
 class _Audio:
@@ -306,10 +333,17 @@ class Segmenter:
     One per stream, with its own SpeechDetector (the ONNX session behind them is shared). Holds
     only the current utterance's audio and the padding look-back, so memory stays bounded (under
     max_seconds, besides the latest chunk) over a stream of any length.
+
+    `tentative_after` (samples, None for never): also give a Tentative once a pause within a
+    confirmed utterance has lasted this long (at least the padding), and a Withdrawn when that pause
+    ends otherwise than as the Tentative said. Either way the events and their spans are the same.
     """
 
-    def __init__(self, detector: SpeechDetector, rules: SegmentationRules | None = None):
+    def __init__(self, detector: SpeechDetector, rules: SegmentationRules | None = None,
+                 tentative_after: int | None = None):
         self.rules = rules or SegmentationRules()
+        self.tentative_after = None if tentative_after is None else max(tentative_after, self.rules.padding_samples)
+        self._tentative = None  # the Tentative given for the current pause, until it is used or withdrawn
         self.detector = detector
         self.detector.reset()
         self._audio = _Audio()
@@ -358,6 +392,7 @@ class Segmenter:
         for probability in self.detector.flush():
             events += self._window(self.detector.windows - 1, float(probability), self._received)
         self._finished = True
+        tentative, self._tentative = self._tentative, None
         if self._speech is not None:
             speech_end = self._received if self._silence is None else self._silence
             if self._confirmed or speech_end - self._speech >= self.rules.min_speech_samples:
@@ -365,6 +400,9 @@ class Segmenter:
                     events.append(SpeechStart(self._start))
                 end = min(self._received, speech_end + self.rules.padding_samples)
                 events.append(Utterance(self._start, end, self._audio.slice(self._start, end)))
+        if tentative is not None and not (events and (events[-1].start, events[-1].end) == (tentative.start,
+                                                                                           tentative.end)):
+            events.append(Withdrawn(tentative.start, tentative.end))
         self._idle()
         self._audio.drop_before(self._received)
         return events
@@ -388,8 +426,10 @@ class Segmenter:
                 end = self._silence + rules.padding_samples
                 events.append(Utterance(self._start, end, self._audio.slice(self._start, end)))
                 self._floor = end
+            self._tentative = None  # used (its span is this utterance's)
             self._idle()
             return events
+        events += self._tentative_events(now)
         if not self._confirmed and self._silence is None and now - self._speech >= rules.min_speech_samples:
             self._confirmed = True
             events.append(SpeechStart(self._start))
@@ -398,8 +438,26 @@ class Segmenter:
         if now + WINDOW - self._start > rules.max_samples:
             return events + self._split(now)
         if self._next_interim is not None and now >= self._next_interim:
-            events.append(Interim(self._start, now, self._audio.slice(self._start, now)))
+            window = rules.interim_window_samples
+            first = self._start if window is None else max(self._start, now - window)
+            events.append(Interim(first, now, self._audio.slice(first, now)))
             self._next_interim += rules.interim_samples
+        return events
+
+    def _tentative_events(self, now: int) -> list:
+        """A Tentative once the current pause has lasted tentative_after; Withdrawn for one whose pause
+        is over without ending the utterance."""
+        events = []
+        pause = self._silence if self._confirmed else None
+        if self._tentative is not None and self._tentative.end != (None if pause is None
+                                                                   else pause + self.rules.padding_samples):
+            events.append(Withdrawn(self._tentative.start, self._tentative.end))
+            self._tentative = None
+        if (self.tentative_after is not None and pause is not None and self._tentative is None
+                and now - pause >= self.tentative_after):
+            end = pause + self.rules.padding_samples
+            self._tentative = Tentative(self._start, end, self._audio.slice(self._start, end))
+            events.append(self._tentative)
         return events
 
     def _split(self, now: int) -> list:

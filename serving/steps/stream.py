@@ -10,7 +10,10 @@ events its audio decides, through the request's own response sender, then a fina
   so far) every few seconds of audio:
   each through a BLS call to the ensemble, so the utterances of many streams are batched
   together by its dynamic batcher, and the stream goes on meanwhile.
-A stream's events leave in audio order. Bounds: at most `max_streams` streams at once (past it a
+A stream's events leave in audio order. The classifications of all streams go through one
+scheduler (steps/scheduling.py): a few at the ensemble at once, finished utterances before interim
+results, and an interim that is still waiting when its stream has something newer is dropped
+(counted). Bounds: at most `max_streams` streams at once (past it a
 new stream gets an error at its first chunk and the others go on); a stream idle for
 `stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk
 (not 16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
@@ -30,7 +33,10 @@ import triton_python_backend_utils as pb_utils
 
 from . import parameters
 from .backend import Step
-from .segmentation import Interim, RuleError, SegmentationRules, Segmenter, SpeechDetector, SpeechStart, vad_session
+from . import scheduling
+from .scheduling import DROPPED, SPECULATION_OUTCOMES, Scheduler
+from .segmentation import (Interim, RuleError, SegmentationRules, Segmenter, SpeechDetector, SpeechStart, Tentative,
+                           Utterance, Withdrawn, vad_session)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 ENDED_REMEMBERED = 4096
@@ -52,6 +58,11 @@ class Stream:
         self.last_chunk = time.monotonic()
         self.sent = None
         """The task that sends the previous chunk's events: the next chunk's wait for it (audio order)."""
+        self.tentative = None
+        """(start, end, future) of the tentative end being classified ahead, until used or withdrawn."""
+        self.abandoned = False
+        """Set once the stream has ended otherwise than by its end flag (idle, gone, an error): what it
+        still had waiting to be classified is dropped, since nobody is left to answer."""
 
 
 def _value(request, name, default=None):
@@ -68,6 +79,11 @@ class TritonPythonModel(Step):
         self.idle_seconds = float(self.parameters[parameters.STREAM_IDLE_SECONDS])
         self.max_chunk_samples = int(float(self.parameters[parameters.MAX_CHUNK_SECONDS]) * self.sample_rate)
         self.classifier = json.loads(self.parameters[parameters.CLASSIFIER])
+        in_flight = int(self.parameters.get(parameters.STREAM_IN_FLIGHT, "0"))
+        self.scheduler = Scheduler(self._classify, in_flight or None, on_drop=self._dropped,
+                                   on_speculation=self._speculated)
+        ahead = float(self.parameters.get(parameters.STREAM_SPECULATE_SECONDS, "0"))
+        self.tentative_after = round(ahead * self.sample_rate) if ahead > 0 else None
         self.session = vad_session(self.file(parameters.VAD_FILE))
         self.vad_tensors = json.loads(self.parameters[parameters.VAD_TENSORS])
         self.streams: dict[int, Stream] = {}
@@ -90,22 +106,46 @@ class TritonPythonModel(Step):
                                                  kind=pb_utils.MetricFamily.GAUGE)
         self.ended_family = pb_utils.MetricFamily(name=names["ended"], description="streams ended, by reason: "
                                                   + ", ".join(END_REASONS), kind=pb_utils.MetricFamily.COUNTER)
+        self.dropped_family = pb_utils.MetricFamily(
+            name=names["dropped"], kind=pb_utils.MetricFamily.COUNTER,
+            description="interim results dropped unclassified: stale (their stream had something newer) while the "
+                        "server was behind")
         self.live = self.live_family.Metric(labels=labels)
         self.ended_by = {reason: self.ended_family.Metric(labels={**labels, "reason": reason})
                          for reason in END_REASONS}
+        self.speculation_family = pb_utils.MetricFamily(
+            name=names["speculations"], kind=pb_utils.MetricFamily.COUNTER,
+            description="utterances classified ahead of the end of their pause, by outcome: used (the pause "
+                        "lasted), dropped (it did not, before it ran), wasted (it did not, after it ran)")
+        self.dropped_interims = self.dropped_family.Metric(labels=labels)
+        self.speculations = {outcome: self.speculation_family.Metric(labels={**labels, "outcome": outcome})
+                             for outcome in SPECULATION_OUTCOMES}
+
+    def _dropped(self) -> None:
+        with self.lock:
+            if self.dropped_interims is not None:
+                self.dropped_interims.increment(1)
+
+    def _speculated(self, outcome: str) -> None:
+        with self.lock:
+            if self.speculations is not None:
+                self.speculations[outcome].increment(1)
 
     def finalize(self):
         self.stopping.set()
         with self.lock:  # a metric goes before its family (the stub says so otherwise)
-            self.live = self.ended_by = None
-            self.live_family = self.ended_family = None
+            self.live = self.ended_by = self.dropped_interims = self.speculations = None
+            self.live_family = self.ended_family = self.dropped_family = self.speculation_family = None
 
     # --- stream bookkeeping -------------------------------------------------------------------
 
     def _end(self, corrid: int, reason: str, how: str) -> None:
         """End a stream, saying why to a late chunk; `how` (END_REASONS) is counted for a live one."""
         with self.lock:
-            live = self.streams.pop(corrid, None) is not None
+            stream = self.streams.pop(corrid, None)
+            live = stream is not None
+            if live and how != END:
+                stream.abandoned = True
             self.ended[corrid] = reason
             while len(self.ended) > ENDED_REMEMBERED:
                 self.ended.popitem(last=False)
@@ -138,7 +178,8 @@ class TritonPythonModel(Step):
                 self.ended_by[REFUSED].increment(1)
                 raise StreamEnded(f"the server is at its limit of {self.max_streams} live streams: try again in a "
                                   "moment (or on another replica)")
-            stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session, self.vad_tensors), rules))
+            stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session, self.vad_tensors), rules,
+                                                             self.tentative_after))
             self.live.set(len(self.streams))
         return stream
 
@@ -197,12 +238,35 @@ class TritonPythonModel(Step):
             self._send(sender, pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)), FINAL)
             return
-        # classification starts now, for every utterance of every stream; the events leave in order
-        results = [event if isinstance(event, SpeechStart) else asyncio.ensure_future(self._classify(event))
-                   for event in events]
+        # classification is asked for now, for every utterance of every stream (the scheduler decides
+        # when each runs, and drops stale interims); the events leave in order
+        results = self._schedule(stream, events)
         stream.sent = asyncio.ensure_future(self._send_in_order(sender, stream.sent, results, corrid))
         if end:
             self._end(corrid, "its end was flagged", END)
+
+    def _schedule(self, stream: Stream, events: list) -> list:
+        """What each event of a chunk will send, in order: a speech start as it is, an answer as the
+        scheduler's future; a tentative end is classified ahead (no event), and becomes the answer of
+        the utterance it foresaw, or is withdrawn."""
+        results = []
+        for event in events:
+            if isinstance(event, SpeechStart):
+                results.append(event)
+            elif isinstance(event, Tentative):
+                stream.tentative = (event.start, event.end, self.scheduler.submit(stream, event, scheduling.TENTATIVE))
+            elif isinstance(event, Withdrawn):
+                if stream.tentative is not None:
+                    self.scheduler.withdraw(stream.tentative[2])
+                stream.tentative = None
+            elif stream.tentative is not None and isinstance(event, Utterance) \
+                    and stream.tentative[:2] == (event.start, event.end):
+                results.append(self.scheduler.promote(stream.tentative[2]))
+                stream.tentative = None
+            else:
+                kind = scheduling.FINAL if isinstance(event, Utterance) else scheduling.INTERIM
+                results.append(self.scheduler.submit(stream, event, kind))
+        return results
 
     async def _send_in_order(self, sender, previous, results, corrid: int) -> None:
         if previous is not None:
@@ -213,6 +277,8 @@ class TritonPythonModel(Step):
                     response = self._event("speech_start", result.start, -1)
                 else:
                     response = await result
+                    if response is DROPPED:  # a stale interim, never classified
+                        continue
                 if not self._send(sender, response):
                     self._end(corrid, "its client went away", GONE)
                     return
