@@ -28,6 +28,9 @@ READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 """Triton's health endpoints (KServe v2 protocol); test_deploy_kubernetes asks a live server for them."""
 
+HEALTH_PROBE = ["python3", "-m", "ser_triton.serving.health"]
+"""The exec probe of the pods without a watchdog (the GPU image, KServe): ready and every Python step alive."""
+
 
 def server_ports() -> dict[str, int]:
     """Port name -> number that the launcher (`make serve`, the CPU image) listens on by default."""
