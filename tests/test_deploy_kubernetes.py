@@ -25,8 +25,8 @@ from ser_triton.serving.supervisor import TritonServer
 from tests import deploy_helpers
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import (
-    DEPLOY, DOCKERFILES, HEALTH_PROBE, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches, nginx,
-    render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
+    DEPLOY, DOCKERFILES, HEALTH_PROBE, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches,
+    nginx, render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
     tritonserver_flags,
 )
 
