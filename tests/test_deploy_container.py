@@ -28,6 +28,7 @@ import yaml
 
 from ser_triton.client.library import SERClient
 from ser_triton.core.contract import ENSEMBLE
+from ser_triton.serving import processes as server_processes
 from ser_triton.serving.ports import free_port
 from tests import container_helpers
 from tests.conftest import REPO_ROOT
@@ -329,15 +330,19 @@ def pod(image, tiny_repository, tmp_path_factory):
 
 def test_kube_play_runs_the_overlays_own_pod(pod):
     """What podman played is the overlay's server Deployment with three things set for this machine
-    (published ports, the repository's path, the probes run beside it) and its emptyDirs made as
-    the kubelet makes them; its security context, resources and restart policy are in force."""
+    (published ports, the repository's path, the probes and the preStop hook run beside it) and its
+    emptyDirs made as the kubelet makes them; its security context, resources and restart policy are
+    in force."""
     [overlay] = [copy.deepcopy(d) for d in render(KUBERNETES / "overlays/local") if d["kind"] == "Deployment"
                  and d["metadata"]["name"] == "ser-triton"]
     [played] = [d for d in yaml.safe_load_all((pod.state / "played.yaml").read_text()) if d["kind"] == "Deployment"]
     played_spec, overlay_spec = played["spec"]["template"]["spec"], overlay["spec"]["template"]["spec"]
     [ours], [theirs] = played_spec["containers"], overlay_spec["containers"]
     assert {p["name"]: p["hostPort"] for p in ours["ports"]} == pod.ports
-    assert {k: theirs.pop(k) for k in ("startupProbe", "readinessProbe", "livenessProbe")}  # run beside the pod
+    beside = json.loads((pod.state / "pod.json").read_text())  # run beside the pod, as the kubelet runs them
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert beside[kind] == theirs.pop(kind)
+    assert beside["preStop"] == theirs.pop("lifecycle")["preStop"]["exec"]["command"]
     for port in ours["ports"]:
         del port["hostPort"], port["hostIP"]
     for mount in ours["volumeMounts"]:
@@ -385,10 +390,29 @@ def test_a_killed_server_in_the_pod_is_restored_without_a_restart(pod):
     assert inspect(pod.container)["RestartCount"] == 0 and pod.status()["restarts"] == 0
 
 
+def test_a_crashed_python_step_in_the_pod_is_restored_without_a_restart(pod):
+    """The CPU pods' launcher watches its server's Python steps (the GPU and KServe pods, which have no
+    watchdog, fail their probes instead: test_deploy_health.py): a killed step's stub comes back and
+    the pod serves again, its container never restarted."""
+    def stub() -> int | None:
+        server = host_pid_or_none(pod.container)
+        found = [pid for pid, model in server_processes.stubs(server).items() if model == "ctc_tokenize"] \
+            if server else []
+        return found[0] if found else None
+
+    killed = stub()
+    assert killed
+    subprocess.run(["kill", "-KILL", str(killed)], check=True)
+    assert eventually(lambda: stub() not in (None, killed) and ready(pod.url("http")), 120), pod.status()["events"]
+    with SERClient(pod.url("grpc"), "grpc") as client:
+        assert client.classify(SAMPLES[0]).label
+    assert inspect(pod.container)["RestartCount"] == 0 and pod.status()["restarts"] == 0
+
+
 def host_pid_or_none(container: str) -> int | None:
     try:
         return host_pid(container, "tritonserver")
-    except (AssertionError, ValueError):
+    except (container_helpers.engine.EngineError, ValueError):
         return None
 
 
