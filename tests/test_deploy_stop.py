@@ -34,8 +34,8 @@ from ser_triton.serving.ports import free_port
 from ser_triton.serving.supervisor import TritonServer, ready
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import KUBERNETES, find, render
-from tests.server_helpers import (alive, answers_across_a_stop, descendants, end, eventually, free_ports, infer, start_launcher,
-                                  utterance)
+from tests.server_helpers import (alive, answers_across_a_stop, descendants, end, eventually, free_ports, infer,
+                                  start_launcher, utterance)
 
 SERVER_STOP_SECONDS = 30
 """How long a stopping server may take: Triton's exit timeout (its log's exit_timeout: 30), which is
@@ -171,7 +171,8 @@ def test_sigterm_drains_the_kubernetes_edge(stopped, tmp_path):
     http_port, grpc_port = free_port(), free_port()
     local = {"--host": "127.0.0.1", "--http-port": str(http_port), "--grpc-port": str(grpc_port),
              "--upstream": f"127.0.0.1@{upstream.server_port},{free_port()}"}
-    arguments = [local.get(previous, argument) for previous, argument in zip(["", *container["args"]], container["args"])]
+    arguments = [local.get(previous, argument)
+                 for previous, argument in zip(["", *container["args"]], container["args"])]
     command = [sys.executable if part == "python" else part for part in container["command"]]
     process = subprocess.Popen([*command, *arguments], cwd=REPO_ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -71,6 +71,22 @@ def prober_running(state: Path) -> int | None:
     return pid if str(KUBELET).encode() in command and str(state).encode() in command else None
 
 
+def became_ready(state: Path, prober: subprocess.Popen, startup: dict) -> bool:
+    """Whether the prober says the pod is ready before its startup probe could give up (plus a minute),
+    the container restarts, or the prober ends."""
+    budget = (startup.get("initialDelaySeconds", 0)
+              + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3))
+    deadline = time.monotonic() + budget + 60
+    while time.monotonic() < deadline:
+        status = read_status(state)
+        if status.get("ready"):
+            return True
+        if status.get("restarts") or prober.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
 def play(args) -> int:
     repository = Path(args.repository).resolve()
     if not (repository / "ser" / "config.pbtxt").is_file():
@@ -114,20 +130,11 @@ def play(args) -> int:
                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     (state / "prober.pid").write_text(str(prober.pid))
-    startup = beside[container["name"]].get("startupProbe", {})
-    budget = (startup.get("initialDelaySeconds", 0)
-              + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3))
-    deadline = time.monotonic() + budget + 60
-    while time.monotonic() < deadline:
-        status = read_status(state)
-        if status.get("ready"):
-            say(f"ready: pod {pod} (startup and readiness probes passed): HTTP {args.host}:{ports['http']}, "
-                f"gRPC {args.host}:{ports['grpc']}, metrics http://{args.host}:{ports['metrics']}/metrics; "
-                f"probes: {state / 'prober.log'}. `make kube-down` removes it.")
-            return 0
-        if status.get("restarts") or prober.poll() is not None:
-            break
-        time.sleep(1)
+    if became_ready(state, prober, beside[container["name"]].get("startupProbe", {})):
+        say(f"ready: pod {pod} (startup and readiness probes passed): HTTP {args.host}:{ports['http']}, "
+            f"gRPC {args.host}:{ports['grpc']}, metrics http://{args.host}:{ports['metrics']}/metrics; "
+            f"probes: {state / 'prober.log'}. `make kube-down` removes it.")
+        return 0
     logs = engine.podman("logs", "--tail", "30", pod_spec.container_name(played, container["name"]))
     events = "\n  ".join(read_status(state).get("events", [])[-10:])
     print(f"make kube-play: the pod {pod} did not become ready; the prober says:\n  {events}\n"
