@@ -48,11 +48,12 @@ endpoints to drop a stopping pod."""
 
 def test_the_edge_drains_and_retires_connections_as_its_config_says():
     """edge.DRAIN_SECONDS, which the launcher waits for, is nginx's worker_shutdown_timeout;
-    edge.KEEPALIVE_SECONDS is both upstreams' keepalive_time."""
+    edge.KEEPALIVE_SECONDS is every upstream's keepalive_time."""
     template = (REPO_ROOT / "serving/edge.conf.template").read_text()
     assert re.search(rf"(?m)^worker_shutdown_timeout {edge.DRAIN_SECONDS}s;", template)
-    assert len(re.findall(rf"(?m)^ +keepalive_time {edge.KEEPALIVE_SECONDS}s;", template)) == 2
-    assert len(re.findall(r"(?m)^ *upstream \w+ {", template)) == 2  # every upstream
+    upstreams = re.findall(r"(?ms)^ *upstream \w+ {.*?^ *}", template)
+    assert len(upstreams) >= 3  # HTTP, gRPC, the stream gateways
+    assert all(re.search(rf"(?m)^ +keepalive_time {edge.KEEPALIVE_SECONDS}s;", block) for block in upstreams)
     assert inspect.signature(TritonServer.stop).parameters["timeout"].default == SERVER_STOP_SECONDS
 
 
