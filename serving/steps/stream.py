@@ -10,13 +10,14 @@ events its audio decides, through the request's own response sender, then a fina
   so far) every few seconds of audio:
   each through a BLS call to the ensemble, so the utterances of many streams are batched
   together by its dynamic batcher, and the stream goes on meanwhile.
-A stream's events leave in audio order. The classifications of all streams go through one
-scheduler (steps/scheduling.py): a few at the ensemble at once, finished utterances before interim
-results, and an interim that is still waiting when its stream has something newer is dropped
-(counted). Bounds: at most `max_streams` streams at once (past it a
-new stream gets an error at its first chunk and the others go on); a stream idle for
-`stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk
-(not 16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
+A stream's events leave in audio order (Triton keeps that order within a chunk's request, not
+across requests: the client orders them by request ID, client/stream.py). The classifications of
+all streams go through one scheduler (steps/scheduling.py): with a limit, a few at the ensemble at
+once, finished utterances before interim results, and an interim that is still waiting when its
+stream has something newer is dropped (counted). Bounds: at most `max_streams` streams at once
+(past it a new stream gets an error at its first chunk and the others go on); a stream idle for
+`stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk (not
+16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
 On the server's metrics port, a gauge counts the live streams and a counter the ended ones by
 how they ended (END_REASONS).
 """
