@@ -99,7 +99,8 @@ def test_configs_parse_and_match_the_onnx_files(tmp_path, tiny_repository, tiny_
         assert config.backend == expected_backend
     ensemble = read_config(out / contract.ENSEMBLE / "config.pbtxt")
     assert [t.name for t in ensemble.input] == [contract.AUDIO]
-    assert {t.name for t in ensemble.output} == {contract.EMOTION, contract.PROBABILITIES, contract.TRANSCRIPT}
+    assert {t.name for t in ensemble.output} == {contract.EMOTION, contract.PROBABILITIES, contract.TRANSCRIPT,
+                                                 contract.WORDS}  # WORDS: the one output the word timings added
     produced = {contract.AUDIO}
     for step in ensemble.ensemble_scheduling.step:  # written in data-path order: inputs exist before use
         assert set(step.input_map.values()) <= produced, step.model_name
