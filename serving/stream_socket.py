@@ -41,6 +41,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ser_triton.client.stream import Resampler, _event as stream_event
+from ser_triton.core.audio import to_float32
 from ser_triton.core.contract import (CHUNK, CHUNK_RATE, MAX_CHUNK_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM,
                                       STREAM_SOCKET_PATH, STREAM_SOCKET_SUBPROTOCOL)
 from ser_triton.core.model_config import CONFIG_FILE, read_config
@@ -189,6 +190,7 @@ class _Protocol(ServerProtocol):
         if code == CloseCode.MESSAGE_TOO_BIG and self.state is State.OPEN:
             self.send_text(json.dumps(SocketError("frame_too_large", f"a frame is over {self.max_message_size} "
                                                   "bytes: send smaller frames").event()).encode())
+            reason = "frame_too_large"
         super().fail(code, reason)
 
 
@@ -211,7 +213,10 @@ def chunk_request(sequence: int, number: int, samples: np.ndarray, start: bool, 
 
 
 class Stream:
-    """One socket's stream: its start, the audio it sent, the server call, the answers still due."""
+    """One socket's stream: its start, the audio it sent, the answers still due, and its gRPC call to a
+    server. The call is driven by two tasks of its own (one writes the requests queued here, one
+    queues the responses), so that nothing the socket's side cancels cancels the call: grpc.aio
+    cancels a call whose read or write is cancelled, and the server must see the end flagged instead."""
 
     def __init__(self, start: dict, bounds: Bounds, call):
         self.bounds, self.call = bounds, call
@@ -221,12 +226,47 @@ class Stream:
         self.segmentation = start.get("segmentation")
         self.resample = Resampler(self.rate)
         self.sequence = secrets.randbits(63) or 1
-        self.sent = 0  # requests written
+        self.sent = 0  # requests queued
         self.unanswered: dict[str, int] = {}  # request id -> its samples, until its final response
         self.answered = asyncio.Event()
         self.received_seconds = 0.0
         self.first_audio = None
-        self.ended = False  # the end request is written
+        self.ended = False  # the end request is queued
+        self.requests: asyncio.Queue = asyncio.Queue()  # as many as unanswered_seconds of audio allows
+        self.responses: asyncio.Queue = asyncio.Queue()  # as many as the unanswered requests give
+        self.tasks = [asyncio.ensure_future(self._write_requests()), asyncio.ensure_future(self._read_responses())]
+
+    async def _write_requests(self) -> None:
+        try:
+            while True:
+                request = await self.requests.get()
+                await self.call.write(request)
+                if request.parameters["sequence_end"].bool_param:
+                    await self.call.done_writing()
+                    return
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call failed or ended: _read_responses says how
+
+    async def _read_responses(self) -> None:
+        try:
+            async for response in self.call:
+                self.responses.put_nowait(response)
+            self.responses.put_nowait(grpc.aio.EOF)
+        except grpc.aio.AioRpcError as error:
+            self.responses.put_nowait(error)
+
+    async def response(self):
+        """The next response of the server (grpc.aio.EOF after the last); AioRpcError where the call failed."""
+        response = await self.responses.get()
+        if isinstance(response, grpc.aio.AioRpcError):
+            raise response
+        return response
+
+    def close(self) -> None:
+        """Cancel the call (the server frees the stream at once only where its end was flagged)."""
+        for task in self.tasks:
+            task.cancel()
+        self.call.cancel()
 
     def decode(self, frame: bytes) -> np.ndarray:
         size = self.dtype.itemsize
@@ -234,12 +274,10 @@ class Stream:
             raise SocketError("invalid_audio", f"a frame of {len(frame)} bytes is not whole {size}-byte samples of "
                               f"{self.dtype.name}: send whole samples in each frame")
         samples = np.frombuffer(frame, self.dtype)
-        if self.dtype.kind == "i":
-            return samples.astype(np.float32) / 32768.0
-        bad = np.count_nonzero(~np.isfinite(samples))
+        bad = np.count_nonzero(~np.isfinite(samples)) if self.dtype.kind == "f" else 0
         if bad:
             raise SocketError("invalid_audio", f"a frame holds {bad} NaN or infinite samples: send finite f32le samples")
-        return samples.astype(np.float32)
+        return to_float32(samples)
 
     def check_pace(self, samples: int) -> None:
         now = time.monotonic()
@@ -254,15 +292,16 @@ class Stream:
                               f"{now - self.first_audio:.1f} s, over {self.bounds.live_speed:g} times real time: "
                               'send live audio as it is heard, or start with "mode": "file" to send a recording')
 
-    async def write(self, samples: np.ndarray, end: bool = False) -> None:
-        """Send audio (cut into chunks the server takes), and with `end` the end of the stream."""
+    async def write(self, samples: np.ndarray, end: bool = False, wait: bool = True) -> None:
+        """Queue audio for the server (cut into chunks it takes), and with `end` the end of the stream;
+        first, while `wait`, until the server has answered enough of the audio before."""
         largest = int(MAX_CHUNK_SECONDS * SAMPLE_RATE)
         pieces = [samples[first:first + largest] for first in range(0, samples.size, largest)]
         if end:
             pieces.append(np.zeros(0, np.float32))
         for number, piece in enumerate(pieces):
             limit = self.bounds.unanswered_seconds * SAMPLE_RATE
-            while self.unanswered and sum(self.unanswered.values()) + piece.size > limit:
+            while wait and self.unanswered and sum(self.unanswered.values()) + piece.size > limit:
                 self.answered.clear()
                 await self.answered.wait()
             last = end and number == len(pieces) - 1
@@ -270,7 +309,7 @@ class Stream:
             self.unanswered[request.id] = piece.size
             self.sent += 1
             self.ended = self.ended or last
-            await self.call.write(request)
+            self.requests.put_nowait(request)
 
     def finished(self, response) -> bool:
         """Count a response's final flag; True once the end's and every earlier request's have come."""
@@ -344,23 +383,22 @@ class Bridge:
                 self._farewell(stream)
 
     def _farewell(self, stream: Stream) -> None:
-        """The server frees a stream once its end is flagged: flag it (where it was not) and give the
-        server a moment to take it, then cancel the call (its answers are for nobody)."""
+        """The server frees a stream once its end is flagged: flag it (where it was not), give the server
+        a moment to take it, then cancel the call (its answers are for nobody)."""
         async def flag_end_then_cancel():
             try:
-                if not stream.ended and not stream.call.done():
+                if not stream.ended:
                     async with asyncio.timeout(self.bounds.farewell_seconds):
-                        stream.unanswered.clear()  # nothing waits for room any more
-                        await stream.write(np.zeros(0, np.float32), end=True)
+                        await stream.write(np.zeros(0, np.float32), end=True, wait=False)
                         while True:
-                            response = await stream.call.read()
+                            response = await stream.response()
                             if response is grpc.aio.EOF or response.error_message \
                                     or stream.finished(response.infer_response):
                                 break
-            except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            except (TimeoutError, grpc.aio.AioRpcError):
                 pass
             finally:
-                stream.call.cancel()
+                stream.close()
 
         task = asyncio.ensure_future(flag_end_then_cancel())
         self.farewells.add(task)
@@ -433,11 +471,10 @@ class Bridge:
             samples = stream.resample(samples)
             if samples.size:
                 await stream.write(samples)
-        await stream.call.done_writing()
 
     async def _answer(self, connection, stream: Stream) -> None:
         while True:
-            response = await stream.call.read()
+            response = await stream.response()
             if response is grpc.aio.EOF:
                 raise SocketError("stream_error", "the server ended the stream before its end")
             if response.error_message:
