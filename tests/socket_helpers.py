@@ -110,13 +110,14 @@ class Talk:
 
 
 async def talk_async(url: str, start, frames, *, subprotocols=(contract.STREAM_SOCKET_SUBPROTOCOL,),
-                     headers=None, finish: bool = True, pace_seconds: float = 0.0, on_message=None) -> Talk:
+                     finish: bool = True, pace_seconds: float = 0.0, on_message=None, **connect) -> Talk:
     """One socket: `start` (a dict, text as it is, or None for none), each of `frames` (bytes: binary;
     str: text), then the end where `finish`; all the while reading. `pace_seconds`: a pause after each
-    frame; `on_message(message)`: called with each as it comes."""
+    frame; `on_message(message)`: called with each as it comes; `connect`: more of websockets.connect's
+    options (ssl, additional_headers)."""
     talk = Talk()
-    async with websockets.connect(url, subprotocols=list(subprotocols) or None, additional_headers=headers,
-                                  max_size=None, open_timeout=30) as socket:
+    async with websockets.connect(url, subprotocols=list(subprotocols) or None, max_size=None, open_timeout=30,
+                                  **connect) as socket:
         async def send():
             try:
                 if start is not None:
