@@ -147,6 +147,7 @@ async function stopMicrophone() {
 }
 
 async function sendRecording(file) {
+  page.file.value = ""; // the same file chosen again is a new choice
   if (running || !file) return;
   reset();
   busy("file");
