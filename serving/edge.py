@@ -69,7 +69,13 @@ NAME = "nginx (the edge)"
 DRAIN_SECONDS = 20
 """How long a stopping edge (SIGTERM to the launcher: docker stop, Kubernetes) may go on finishing
 the requests it accepted: nginx's worker_shutdown_timeout (edge.conf.template). With the server's
-own stop after it (Triton's exit timeout, 30 s) it fits the pods' terminationGracePeriodSeconds (60)."""
+own stop after it (Triton's exit timeout, 30 s) it fits a container's stop timeout of 60 s, and the
+server pods' terminationGracePeriodSeconds (90, after their 15 s preStop sleep)."""
+
+KEEPALIVE_SECONDS = 5
+"""The edge retires a kept-alive connection to a server after its request once it is this old
+(nginx's upstream keepalive_time, edge.conf.template), so that a server leaving the rotation (a
+Kubernetes pod in its preStop sleep) gets no new request over an old connection."""
 
 FAIL_TIMEOUT = 10.0
 """Seconds a replica stays out of the rotation after a failed request; then one request tries it again."""
@@ -373,7 +379,8 @@ def _upstream(text: str) -> Upstream:
 def parse_arguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ser_triton.serving.edge", description="Run the edge (nginx, in the foreground) in front of Triton "
-        "servers: the Kubernetes edge's entrypoint. `make serve` starts the same edge by itself.")
+        "servers: the Kubernetes edge's entrypoint. SIGTERM drains it (the requests in flight finish). "
+        "`make serve` starts the same edge by itself.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all: a container)")
     parser.add_argument("--http-port", type=int, default=HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=GRPC_PORT)
@@ -417,7 +424,18 @@ def main(argv=None) -> int:
         print(f"serving.edge: {error}", file=sys.stderr)
         return 2
     (work / "nginx.conf").write_text(config)
-    os.execv(binary, [str(binary), "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"])
+    return run_draining([str(binary), "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"])
+
+
+def run_draining(command: list[str]) -> int:
+    """nginx in the foreground, stopped as the launcher stops its edge: SIGTERM (the kubelet, docker
+    stop) or SIGINT drains it (nginx's graceful stop, SIGQUIT: no new connection, the requests in
+    flight finished for at most DRAIN_SECONDS) where nginx itself would stop at once. Its exit status."""
+    nginx = subprocess.Popen(command, start_new_session=True, preexec_fn=lifetime.ends_with_parent())
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: nginx.send_signal(signal.SIGQUIT))
+    returncode = nginx.wait()
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 if __name__ == "__main__":

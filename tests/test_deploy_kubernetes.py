@@ -20,13 +20,13 @@ from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
 from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS
-from ser_triton.serving import admin, edge
+from ser_triton.serving import admin, edge, health
 from ser_triton.serving.supervisor import TritonServer
 from tests import deploy_helpers
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import (
-    DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches, nginx,
-    render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
+    DEPLOY, DOCKERFILES, HEALTH_PROBE, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches,
+    nginx, render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
     tritonserver_flags,
 )
 
@@ -144,7 +144,11 @@ def check_serving_runtime(runtime: dict, documents) -> None:
     assert command[0] == "tritonserver" and set(arguments) <= tritonserver_flags()
     assert arguments["--strict-readiness"] == "true"
     assert [p["containerPort"] for p in container["ports"]] == [int(arguments["--http-port"])]
-    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": int(arguments["--http-port"])}
+    url = f"127.0.0.1:{arguments['--http-port']}"
+    assert container["readinessProbe"]["exec"]["command"] == [*HEALTH_PROBE, "--url", url]
+    assert container["livenessProbe"]["exec"]["command"] == [*HEALTH_PROBE, "--live", "--url", url]
+    # no startup probe here: the server opens its port once every model is loaded, minutes for full size
+    assert container["livenessProbe"]["initialDelaySeconds"] >= MINIMUM_STARTUP_SECONDS
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(server_ports()["metrics"])
     assert container["securityContext"]["runAsNonRoot"] is True
 
@@ -243,11 +247,19 @@ def test_headless_service_lists_ready_pods_for_client_side_balancing(name):
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_probes_use_triton_health_endpoints_and_allow_minutes_to_load(name):
+    """The CPU pods ask their edge (the launcher's watchdog restores a crashed Python step); the GPU pods,
+    with no watchdog, run the probe that also sees a step whose stub died (test_deploy_health.py)."""
     container = server_container(overlay(name))
-    startup, ready, live = (container[p]["httpGet"] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
-    assert (startup["path"], ready["path"], live["path"]) == (READY_PATH, READY_PATH, LIVE_PATH)
-    assert startup["port"] == ready["port"] == live["port"] == "http"
+    assert container["startupProbe"]["httpGet"] == {"path": READY_PATH, "port": "http"}
     assert probe_budget_seconds(container["startupProbe"]) >= MINIMUM_STARTUP_SECONDS
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    if hardware(name) == "gpu":
+        assert "httpGet" not in ready and "httpGet" not in live
+        assert ready["exec"]["command"] == HEALTH_PROBE and live["exec"]["command"] == [*HEALTH_PROBE, "--live"]
+        assert health.parse_arguments([]).url == f"127.0.0.1:{server_ports()['http']}"  # the pods' port
+    else:
+        assert ready["httpGet"] == {"path": READY_PATH, "port": "http"}
+        assert live["httpGet"] == {"path": LIVE_PATH, "port": "http"}
 
 
 def test_the_cpu_launcher_waits_as_long_as_the_startup_probe():

@@ -174,7 +174,9 @@ def test_a_server_restart_mid_run_loses_no_result(tiny_repository):
     with server:
         # The client's default timeout (60 s) outlasts the server's wait for its requests in flight when
         # it stops (30 s): Triton 2.51 now and then leaves an ensemble request unanswered while it stops
-        # and waits all of that; at its exit the request fails over as unreachable and is retried. A
+        # (a step refused meanwhile leaves its ensemble request in flight for good: docs/reliability.md,
+        # "Stopping") and waits all of that; once TritonServer.stop kills it, the request fails over as
+        # unreachable and is retried (behind the edge nothing reaches a stopping server). A
         # client timeout of 30 s raced that exit and lost the request (1 run in 10).
         client = SERClient(server.grpc_url, retries=8, backoff=0.5)
         expected = [client.classify(a, SAMPLE_RATE) for a in audios]

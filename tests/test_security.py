@@ -45,7 +45,7 @@ from ser_triton.serving.stream_gateway import METHOD, SERVICE, StreamGateway, ma
 from ser_triton.serving.supervisor import SHM_PREFIX
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import self_signed_certificate
-from tests.server_helpers import PeakMemory, descendants, end, eventually, free_ports, infer, start_launcher, utterance
+from tests.server_helpers import PeakMemory, descendants, end, free_ports, infer, start_launcher, utterance
 from tests.socket_helpers import framed, start_message, talk
 
 pytestmark = pytest.mark.server

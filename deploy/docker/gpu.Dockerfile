@@ -30,8 +30,10 @@ ENV PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /home/ser
 EXPOSE 8000 8001 8002
+# ready, and every Python step still has its stub process: Triton's own health endpoints keep answering
+# 200 after a stub died (ser_triton.serving.health), and with model control none nothing reloads it
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
+    CMD ["python3", "-m", "ser_triton.serving.health", "--url", "127.0.0.1:8000"]
 # The base image's entrypoint (/opt/nvidia/nvidia_entrypoint.sh) runs this command.
 CMD ["python3", "-m", "ser_triton.serving.admin", "tritonserver", "--model-repository=/models", "--model-control-mode=none", \
      "--strict-readiness=true", "--exit-on-error=true"]
