@@ -221,6 +221,31 @@ def test_a_chosen_file_gives_the_utterances_of_the_command_line(served, conversa
     assert vtt.read_text() == subtitles(Result("", "", {}, "", 0.0, segments=segments))  # as --subtitles writes them
 
 
+@pytest.mark.timeout(300)
+def test_a_recording_dropped_on_the_page_is_sent_as_a_chosen_one(served, conversation, tmp_path):
+    """The drop zone takes a file as the picker does (a drop event carrying it, as a drag from the desktop
+    gives it): the same utterances."""
+    import base64
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, conversation[0], RATE, subtype="PCM_16")
+    driver = chromium(tmp_path)
+    try:
+        driver.get(f"http://{served.http_url}/")
+        driver.execute_script("""const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const carried = new DataTransfer();
+            carried.items.add(new File([bytes], 'call.wav', {type: 'audio/wav'}));
+            const zone = document.getElementById('drop');
+            zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: carried, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: carried, bubbles: true, cancelable: true}));""",
+                              base64.b64encode(path.read_bytes()).decode())
+        wait_for(lambda: status(driver) not in ("ready", "listening"), 180, "the dropped file's answers")
+        assert status(driver) == "done", status(driver)
+        assert len(utterance_elements(driver)) == len(conversation[1])
+    finally:
+        driver.quit()
+
+
 @pytest.fixture(scope="module")
 def keyed(tiny_repository, tmp_path_factory):
     """make serve with client keys at the edge."""
