@@ -9,8 +9,9 @@ streaming model, spoken to over gRPC (ModelStreamInfer) on loopback:
   then binary frames of audio in that encoding, of any size up to the bound; then `{"type": "end"}`;
 - the gateway turns frames into 16 kHz float32 chunks (soxr, as the gRPC client does) and sends the
   server's events back as JSON text frames, exactly as `client/infer.py --stream --json` prints them
-  (core.result.StreamEvent.to_json_dict: every key the events carry, passed through), then
-  `{"event": "end"}` and a normal close (1000);
+  (core.result.StreamEvent.to_json_dict: every key the events carry, passed through) and in the
+  order the server sent them (client.stream.InOrder, as the gRPC client), then `{"event": "end"}`
+  and a normal close (1000);
 - anything wrong ends the socket with `{"event": "error", "code": CODE, "message": ...}` and a close
   whose code matches (ERRORS), and no other socket notices.
 
@@ -40,7 +41,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ser_triton.client.stream import Resampler, _event as stream_event
+from ser_triton.client.stream import InOrder, Resampler, _event as stream_event
 from ser_triton.core.audio import to_float32
 from ser_triton.core.contract import (CHUNK, CHUNK_RATE, MAX_CHUNK_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM,
                                       STREAM_SOCKET_PATH, STREAM_SOCKET_SUBPROTOCOL)
@@ -228,6 +229,7 @@ class Stream:
         self.sequence = secrets.randbits(63) or 1
         self.sent = 0  # requests queued
         self.unanswered: dict[str, int] = {}  # request id -> its samples, until its final response
+        self.in_order = InOrder()  # Triton keeps the order of one request's responses, not across requests
         self.answered = asyncio.Event()
         self.received_seconds = 0.0
         self.first_audio = None
@@ -479,10 +481,11 @@ class Bridge:
                 raise SocketError("stream_error", "the server ended the stream before its end")
             if response.error_message:
                 raise SocketError("stream_error", response.error_message)
-            event = stream_event(InferResult(response.infer_response))
-            if event is not None:
+            answer = response.infer_response  # its events go in the order the server sent them (InOrder)
+            final = answer.parameters["triton_final_response"].bool_param
+            for event in stream.in_order.arrived(int(answer.id), stream_event(InferResult(answer)), final):
                 await self._send(connection, event.to_json_dict())
-            if stream.finished(response.infer_response):
+            if stream.finished(answer):
                 return
 
     async def _send(self, connection, message: dict) -> None:
