@@ -219,7 +219,8 @@ def _client_key_maps(settings: EdgeSettings, work: Path) -> str:
     bearer = _private_map(Path(work) / "client-keys.map", (f"Bearer {key}" for key in keys))
     offered = _private_map(Path(work) / "socket-keys.map", (socket_key_protocol(key) for key in keys))
     prefix = re.escape(STREAM_SOCKET_KEY_PREFIX).replace("\\.", "[.]")
-    return (f"    map $http_authorization $ser_client_key_ok {{\n        default 0;\n        include {bearer};\n    }}\n"
+    return (f"    map $http_authorization $ser_client_key_ok {{\n"
+            f"        default 0;\n        include {bearer};\n    }}\n"
             f"    map $http_sec_websocket_protocol $ser_socket_key {{\n"
             f'        "~(^|[ ,])(?<ser_offered_key>{prefix}[A-Za-z0-9_-]+)([ ,]|$)" $ser_offered_key;\n'
             f'        default "";\n    }}\n'
@@ -256,7 +257,8 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
         socket_path=STREAM_SOCKET_PATH, socket_protocol=STREAM_SOCKET_SUBPROTOCOL,
         socket_protocol_offered=f'"~(^|[ ,]){offered}([ ,]|$)"', web=web, page=PAGE,
         page_files="|".join(re.escape(path.name) for path in sorted(web.iterdir()) if path.name != PAGE),
-        page_headers="\n".join(f'            add_header {name} "{value}" always;' for name, value in PAGE_HEADERS.items()),
+        page_headers="\n".join(f'            add_header {name} "{value}" always;'
+                                for name, value in PAGE_HEADERS.items()),
         models="|".join(re.escape(model) for model in settings.models),
         max_body=settings.max_body_bytes, max_stream_body=settings.max_stream_body_bytes, client_keys=client_keys,
         tls_listen=" ssl" if settings.tls else "", tls_settings=tls_settings, admin_header=admin.ADMIN_HEADER,

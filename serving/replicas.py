@@ -6,11 +6,12 @@ request); each replica listens on free loopback ports of its own, where only the
 machine) reaches it, and replica i (1, 2, ...) serves its metrics on `front`'s host at
 METRICS_PORT + i - 1, since metrics are per replica (Prometheus scrapes each, as in a cluster).
 Beside each replica runs a stream gateway (serving.stream_gateway), through which the edge sends
-live streams, each message bounded to one chunk, and WebSockets (/v1/stream, serving.stream_socket). The replicas load side by side, everything stops
-together, and everything dies with the process that started it. A replica whose server exits, or
-one of whose Python steps dies (no model control: only a restart mends it), is restarted when
-`check()` notices (the edge and the gateways send its requests to the others meanwhile); one that
-then fails to start is left out, and the set goes on while one replica serves.
+live streams, each message bounded to one chunk, and WebSockets (/v1/stream, serving.stream_socket).
+The replicas load side by side, everything stops together, and everything dies with the process that
+started it. A replica whose server exits, or one of whose Python steps dies (no model control: only a
+restart mends it), is restarted when `check()` notices (the edge and the gateways send its requests to
+the others meanwhile); one that then fails to start is left out, and the set goes on while one replica
+serves.
 """
 
 import dataclasses

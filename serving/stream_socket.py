@@ -278,7 +278,8 @@ class Stream:
         samples = np.frombuffer(frame, self.dtype)
         bad = np.count_nonzero(~np.isfinite(samples)) if self.dtype.kind == "f" else 0
         if bad:
-            raise SocketError("invalid_audio", f"a frame holds {bad} NaN or infinite samples: send finite f32le samples")
+            raise SocketError("invalid_audio",
+                              f"a frame holds {bad} NaN or infinite samples: send finite f32le samples")
         return to_float32(samples)
 
     def check_pace(self, samples: int) -> None:

@@ -130,7 +130,8 @@ def test_the_microphone_gives_one_utterance_element_per_spoken_utterance(served,
         driver.get(f"http://{served.http_url}/")
         assert status(driver) == "ready"
         labelled = driver.execute_script("""return ['mic', 'file', 'key', 'download-jsonl', 'download-vtt']
-            .map((id) => document.getElementById(id)).map((c) => (c.labels?.length ? c.labels[0] : c).textContent.trim());""")
+            .map((id) => document.getElementById(id))
+            .map((c) => (c.labels?.length ? c.labels[0] : c).textContent.trim());""")
         assert all(labelled), labelled  # every control has a name a screen reader says
         driver.execute_script("""window.speaking = [];
             new MutationObserver(() => window.speaking.push(!document.getElementById('speaking').hidden))
