@@ -148,6 +148,9 @@ def markdown(summary: dict) -> str:
                          f"{live.get('compute_floor_s', {}).get('p90')} s at p90); the throughput could carry "
                          f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "
                          f"{live['efficiency']}" for name, live in summary["streaming"].items()]
+        lines += [f"- {name} through the WebSocket: at most **{live['websocket']['max_streams']}** streams "
+                  f"sustained; its p90 delay minus gRPC's, by streams: {live['websocket_extra_delay_p90_s']} s"
+                  for name, live in summary["streaming"].items() if "websocket" in live]
     if summary.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines) + "\n"

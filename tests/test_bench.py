@@ -118,6 +118,12 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
         assert level["sustained"] == (level["kept_up"] and level["p90"] <= allowed)
         assert level["p90_over_compute_s"] == pytest.approx(level["p90"] - live["compute_floor_s"]["p90"], abs=0.001)
     assert "Live streams" in (out / "summary.md").read_text()
+    through = live["websocket"]  # the same streams through a stream gateway's WebSocket, in the same run
+    assert [level["streams"] for level in through["levels"]][:1] == [1] and through["levels"][0]["utterances"] > 0
+    assert through["levels"][0]["utterances"] == live["levels"][0]["utterances"]  # the same conversation heard
+    assert set(live["websocket_extra_delay_p90_s"]) >= {"1"}
+    assert live["websocket_extra_delay_p90_s"]["1"] == round(through["levels"][0]["p90"] - live["levels"][0]["p90"], 3)
+    assert "through the WebSocket" in (out / "summary.md").read_text()
 
     baseline = summary["systems"]["pytorch"]
     assert set(baseline["concurrency"]) == {"1"}
