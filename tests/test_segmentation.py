@@ -183,10 +183,18 @@ def test_rules_from_a_dict_and_keywords():
     ({"split_search_seconds": 12.0}, r"split_search_seconds=12.0 .* <= 10 \(max_seconds / 2\)"),
     ({"interim_seconds": 0}, r"interim_seconds=0 is out of range: allowed 0.032 <= interim_seconds"),
     ({"min_speech_seconds": float("nan")}, r"min_speech_seconds: must be a finite number, not nan"),
+    ({"interim_window_seconds": 0.01}, r"interim_window_seconds=0.01 .* 0.032 <= interim_window_seconds <= 3600"),
 ])
 def test_a_bad_rule_is_named_with_its_allowed_range(values, message):
     with pytest.raises(RuleError, match=message):
         SegmentationRules.from_dict(values)
+
+
+def test_the_interim_window_may_outlast_the_longest_utterance():
+    """Short utterances with the default 5 s window (a stream's own rules, as the WebSocket test's): valid,
+    each interim then covers all of its utterance so far."""
+    rules = SegmentationRules.from_dict(max_seconds=1.0, split_search_seconds=0.5, interim_seconds=0.064)
+    assert rules.interim_window_seconds == 5.0 and rules.interim_window_samples > rules.max_samples
 
 
 # --- utterances of a conversation

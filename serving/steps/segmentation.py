@@ -184,7 +184,9 @@ class SegmentationRules:
         if self.interim_seconds is not None:
             self._check("interim_seconds", WINDOW_SECONDS, self.max_seconds, high_name="max_seconds")
         if self.interim_window_seconds is not None:
-            self._check("interim_window_seconds", WINDOW_SECONDS, self.max_seconds, high_name="max_seconds")
+            # no bound by max_seconds: a window longer than any utterance covers all of each (the
+            # default 5 s stays valid under a max_seconds of 1 s)
+            self._check("interim_window_seconds", WINDOW_SECONDS, LONGEST_SECONDS)
 
     def _check(self, name, low, high, low_open=False, high_open=False, high_name=None):
         value = getattr(self, name)
