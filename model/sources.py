@@ -237,18 +237,19 @@ def warn_if_untrained(components: Components) -> None:
         )
 
 
-def add_model_arguments(parser) -> None:
-    """The model-choosing flags shared by `python -m ser_triton.export` and `python -m ser_triton.model.reference`."""
+def add_model_arguments(parser, aliases: bool = True, seed_help: str = "seed of the random presets") -> None:
+    """The model-choosing flags shared by `python -m ser_triton.export`, `python -m ser_triton.model.reference`
+    and ser-train (which has a --text of its own: `aliases=False` leaves out --acoustic and --text)."""
     group = parser.add_argument_group("model")
     group.add_argument("--preset", choices=PRESETS, default="pretrained",
                        help="pretrained: hub ids or local directories (default); tiny: small random "
                             "networks, offline; full-random: full-size random networks, offline")
     group.add_argument("--checkpoint", help="research checkpoint (.pt) with trained encoders and head")
     for network, alias in ((ACOUSTIC_ENCODER, "--acoustic"), (ASR, None), (TEXT_ENCODER, "--text")):
-        flags = [network.flag] + ([alias] if alias else [])  # the short aliases of earlier releases
+        flags = [network.flag] + ([alias] if alias and aliases else [])  # the short aliases of earlier releases
         group.add_argument(*flags, dest=network.name, default=network.pretrained,
                            help=f"{network.summary}: Hugging Face id or local directory")
-    group.add_argument("--seed", type=int, default=0, help="seed of the random presets")
+    group.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def sources_from_args(args) -> ModelSources:
