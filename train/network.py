@@ -1,0 +1,99 @@
+"""The research model as it trains: EnhancedSERModel's parameters under their research names.
+
+`ResearchModel` is the fusion head (model.fusion.FusionHead) with the two encoders it fine-tunes as
+its `hubert` and `bert` attributes, so `state_dict()` is the research checkpoint as it is
+(`hubert.*`, `bert.*`, `cmg.*`, `proj_bert.*`, `fc.*`), which the research class and
+`make export CHECKPOINT=` load. Its forward runs the served networks' code (model.networks:
+per-utterance normalisation, attention masks, masked pooling), so a padded training batch gives
+each clip what the server gives it alone. Built from model.sources.ModelBuilder: the networks
+`make export` would build, a checkpoint to go on from included.
+"""
+
+import torch
+from torch import nn
+
+from ser_triton.core.glossary import ACOUSTIC_ENCODER, FUSION_HEAD, TEXT_ENCODER
+from ser_triton.model.fusion import FusionHead
+from ser_triton.model.networks import encode_frames
+
+DROPOUT_FIELDS = {
+    ACOUSTIC_ENCODER.name: ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
+                            "final_dropout", "layerdrop"),
+    TEXT_ENCODER.name: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+}
+"""The configuration fields that randomise an encoder in training (HubertConfig, BertConfig)."""
+
+
+class ResearchModel(FusionHead):
+    def __init__(self, hubert, bert, head: FusionHead):
+        super().__init__(head.proj_bert.out_features, head.proj_bert.in_features, head.fc.out_features)
+        self.load_state_dict(head.state_dict())
+        self.hubert = hubert
+        self.bert = bert
+        self.register_buffer("class_weights", None, persistent=False)
+
+    @classmethod
+    def build(cls, builder, encoder_dropout: float | None = None) -> "ResearchModel":
+        """The networks `builder` makes (with its checkpoint's weights), in training mode."""
+        hubert, bert = builder.network(ACOUSTIC_ENCODER.name), builder.network(TEXT_ENCODER.name)
+        if encoder_dropout is not None:
+            set_dropout(hubert, ACOUSTIC_ENCODER.name, encoder_dropout)
+            set_dropout(bert, TEXT_ENCODER.name, encoder_dropout)
+        return cls(hubert, bert, builder.network(FUSION_HEAD.name)).train()
+
+    def set_class_weights(self, weights: torch.Tensor | None) -> None:
+        self.class_weights = weights
+
+    def freeze(self, acoustic_encoder: bool, text_encoder: bool) -> None:
+        """Stop the frozen encoders' gradients (they also run in eval mode: no dropout)."""
+        for module, frozen in ((self.hubert, acoustic_encoder), (self.bert, text_encoder)):
+            module.requires_grad_(not frozen)
+            module.frozen = frozen
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in (self.hubert, self.bert):
+            if getattr(module, "frozen", False):
+                module.eval()
+        return self
+
+    def encode(self, waveform, waveform_length, input_ids, attention_mask):
+        """(acoustic features, frames, text features): what the encoders give the head."""
+        acoustic, frames = encode_frames(self.hubert, waveform, waveform_length)
+        text = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return acoustic, frames, text
+
+    def forward(self, attention_mask, labels=None, waveform=None, waveform_length=None, input_ids=None,
+                acoustic_features=None, acoustic_frames=None, text_features=None):
+        """Audio and token ids (end to end), or the encoders' cached outputs (frozen) -> logits, loss."""
+        if acoustic_features is None:
+            acoustic_features, acoustic_frames, text_features = self.encode(waveform, waveform_length, input_ids,
+                                                                            attention_mask)
+        logits, _ = super().forward(acoustic_features, acoustic_frames, text_features, attention_mask)
+        output = {"logits": logits}
+        if labels is not None:  # the batch's mean: N processes of B / N clips give one process's B
+            losses = nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+            if self.class_weights is not None:
+                losses = losses * self.class_weights[labels]
+            output["loss"] = losses.mean()
+        return output
+
+
+def set_dropout(module, network: str, value: float) -> None:
+    """Every dropout of an encoder (its configuration and its modules) at `value`; 0 also ends SpecAugment."""
+    for name in DROPOUT_FIELDS[network]:
+        if hasattr(module.config, name):
+            setattr(module.config, name, value)
+    if value == 0 and hasattr(module.config, "mask_time_prob"):
+        module.config.mask_time_prob = 0.0
+        module.config.apply_spec_augment = False
+    for layer in module.modules():
+        if isinstance(layer, nn.Dropout):
+            layer.p = value
+
+
+def class_weights(labels: list[int], classes: int) -> torch.Tensor:
+    """Inverse class frequency, normalised to a mean of 1 over the classes present."""
+    counts = torch.bincount(torch.tensor(labels), minlength=classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    return weights.float()

@@ -1,0 +1,80 @@
+"""Recipes: what trains and how, one small record each.
+
+    ser-train DATA --recipe frozen                 # a recipe as it is
+    ser-train DATA --recipe scratch --lr 1e-3      # any field changed on the command line
+
+Every recipe stops early on validation UA and keeps the best epoch; the seed fixes everything
+else. Which recipe suits which machine, and what each measured, is in docs/training.md.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _knob(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    train_acoustic_encoder: bool = _knob(True, "fine-tune the acoustic encoder (HuBERT)")
+    train_text_encoder: bool = _knob(True, "fine-tune the text encoder (BERT)")
+    cached_features: bool = _knob(False, "run the frozen encoders once over every clip and keep their outputs "
+                                         "on disk (memory-mapped); only the fusion head trains")
+    learning_rate: float = _knob(1e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _knob(0.0, "AdamW's decoupled weight decay (0: Adam, as the research code)")
+    batch_size: int = _knob(2, "clips per optimizer step, over all processes")
+    epochs: int = _knob(100, "most passes over the training clips")
+    patience: int = _knob(5, "stop after this many epochs without a better validation UA")
+    crop_seconds: float | None = _knob(None, "cut each training clip to a random window of this many seconds "
+                                             "(none: whole clips); validation and test see whole clips")
+    class_balanced: bool = _knob(False, "weight the loss by inverse class frequency in the training split")
+    text_dropout: float = _knob(0.0, "share of training clips whose transcript is replaced by an empty one")
+    encoder_dropout: float | None = _knob(None, "every dropout and LayerDrop of both encoders (none: their "
+                                                "configurations' own); 0 also turns SpecAugment off")
+    warmup_ratio: float = _knob(0.0, "share of the steps over which the learning rate rises linearly")
+    scheduler: str = _knob("constant", "learning-rate schedule after warm-up (transformers' lr_scheduler_type: "
+                                       "constant, linear, cosine)")
+    max_grad_norm: float | None = _knob(None, "clip the gradient norm to this (none: no clipping)")
+
+    def changed(self, **values) -> "Recipe":
+        """This recipe with some fields changed (None values leave a field as it is)."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def knobs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in KNOBS}
+
+    @property
+    def trains_encoders(self) -> bool:
+        return self.train_acoustic_encoder or self.train_text_encoder
+
+
+KNOBS = tuple(f for f in dataclasses.fields(Recipe) if "help" in f.metadata)
+"""The fields a command line may change."""
+
+RECIPES = {
+    "research": Recipe(
+        "research", "the research training, for GPUs: HuBERT, BERT and the head end to end, Adam at 1e-5, "
+                    "batch 2, whole clips, cross-entropy; stopped early on validation UA",
+        learning_rate=1e-5, batch_size=2, epochs=100, patience=5),
+    "frozen": Recipe(
+        "frozen", "frozen encoders (SUPERB's protocol): their outputs computed once and cached on disk, then "
+                  "only the fusion head trains, in seconds per epoch",
+        train_acoustic_encoder=False, train_text_encoder=False, cached_features=True,
+        learning_rate=1e-3, weight_decay=0.01, batch_size=32, epochs=200, patience=20, class_balanced=True),
+    "scratch": Recipe(
+        "scratch", "small random networks from scratch on a CPU: end to end at a higher learning rate, "
+                   "on random crops, with a class-balanced loss",
+        learning_rate=5e-4, weight_decay=0.01, batch_size=16, epochs=60, patience=15, crop_seconds=3.0,
+        class_balanced=True, warmup_ratio=0.05, scheduler="linear", max_grad_norm=1.0),
+}
+
+
+def default_recipe(preset: str, device: str) -> str:
+    """research on a GPU; on a CPU, frozen for the pretrained networks (too large to fine-tune
+    there) and scratch for the random presets."""
+    if device == "cuda":
+        return "research"
+    return "frozen" if preset == "pretrained" else "scratch"
