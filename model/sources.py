@@ -6,6 +6,7 @@ a time), and `build_components` (its `components()`) returns all the research mo
 (core.glossary), for the reference pipeline.
 """
 
+import copy
 import json
 import logging
 import tempfile
@@ -182,19 +183,26 @@ class ModelBuilder:
         """The configuration of an encoder (acoustic_encoder, asr, text_encoder)."""
         return self.configs[name]
 
-    def _architecture(self, name: str) -> torch.nn.Module:
+    def _architecture(self, name: str, changes: dict | None = None) -> torch.nn.Module:
         if name == FUSION_HEAD.name:
             return FusionHead(self.configs[ACOUSTIC_ENCODER.name].hidden_size,
                               self.configs[TEXT_ENCODER.name].hidden_size, len(LABELS))
-        return PRETRAINED_CLASSES[name][1](self.configs[name])
+        config = self.configs[name]
+        if changes:
+            config = copy.deepcopy(config)
+            for key, value in changes.items():
+                setattr(config, key, value)
+        return PRETRAINED_CLASSES[name][1](config)
 
-    def network(self, name: str) -> torch.nn.Module:
-        """A new copy of one network, in eval mode, with the checkpoint's weights if there is one."""
+    def network(self, name: str, **changes) -> torch.nn.Module:
+        """A new copy of one network, in eval mode, with the checkpoint's weights if there is one.
+        `changes`: configuration fields that differ from the source's (ser-train's dropout), which
+        must not change the weights."""
         if self.preset == "pretrained" and name != FUSION_HEAD.name:
             module = _from_source(BY_NAME[name], PRETRAINED_CLASSES[name][1].from_pretrained, self.source(name),
-                                  attn_implementation="eager")
+                                  attn_implementation="eager", **changes)
         else:
-            module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name))
+            module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name, changes))
         if self.checkpoint is not None:
             from ser_triton.model.checkpoint import load_checkpoint, load_network_weights
 

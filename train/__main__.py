@@ -27,7 +27,7 @@ from ser_triton.evaluation.datasets import DataError, parse_label_map
 from ser_triton.model.sources import add_model_arguments, sources_from_args
 from ser_triton.train.errors import TrainError
 from ser_triton.train.recipes import KNOBS, RECIPES, default_recipe
-from ser_triton.train.session import TrainOptions, default_cache, run
+from ser_triton.train.session import TrainOptions, default_cache, is_first_process, run
 from ser_triton.train.splits import SplitOptions, names
 from ser_triton.train.transcripts import TEXT_SOURCES
 
@@ -119,7 +119,7 @@ def options_from(args, argv) -> TrainOptions:
                            keep_all_epochs=args.keep_all_epochs, bootstrap=args.bootstrap, command=[PROG, *argv])
     if args.cache is not None:
         options.cache = args.cache
-    if args.recipe is None:
+    if args.recipe is None and is_first_process():
         print(f"{PROG}: recipe {recipe_name} (the default for preset {args.preset} on {args.device}; --recipe to "
               f"choose)", file=sys.stderr)
     return options
@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last complete epoch is kept: go on with --resume", file=sys.stderr)
         return 130
-    summarise(result)
+    if is_first_process():
+        summarise(result)
     return 0
 
 

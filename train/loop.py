@@ -65,7 +65,8 @@ def arguments(recipe: Recipe, out: Path, seed: int, device: str, processes: int)
         use_cpu=device == "cpu", bf16=device == "cuda",
         ddp_backend=("gloo" if device == "cpu" else "nccl") if processes > 1 else None,
         dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"],
-        report_to="none", disable_tqdm=True, restore_callback_states_from_checkpoint=True,
+        report_to="none", disable_tqdm=True, log_level="error", log_level_replica="error",
+        restore_callback_states_from_checkpoint=True,
     )
 
 
@@ -110,12 +111,10 @@ class EpochFiles(TrainerCallback):
         self.evaluation = dict(metrics or {})
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero:
-            return
+        """Every process keeps the record; the first writes the files."""
         epoch = int(round(state.epoch))
         wa = self.evaluation["eval_wa"]
         name = checkpoint_name(epoch, wa)
-        files.save_tensors(self.out / name, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         entry = {"epoch": epoch, "step": state.global_step, "checkpoint": name,
                  "train_loss": (self.log or {}).get("loss"), "learning_rate": (self.log or {}).get("learning_rate"),
                  "validation_loss": self.evaluation.get("eval_loss"), "validation_wa": wa,
@@ -127,8 +126,10 @@ class EpochFiles(TrainerCallback):
         self.progress.update(epochs=epochs, last_checkpoint=f"checkpoint-{state.global_step}",
                              best_epoch=best["epoch"], best_checkpoint=best["checkpoint"],
                              best_resume_checkpoint=f"checkpoint-{best['step']}")
-        files.write_json(self.out / RESUME / PROGRESS, self.progress)
-        self.prune(epochs, best)
+        if state.is_world_process_zero:
+            files.save_tensors(self.out / name, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+            files.write_json(self.out / RESUME / PROGRESS, self.progress)
+            self.prune(epochs, best)
 
     def prune(self, epochs: list[dict], best: dict) -> None:
         """Trainer checkpoints other than the last and best; research files other than the best (and all
@@ -141,6 +142,17 @@ class EpochFiles(TrainerCallback):
             for entry in epochs:
                 if entry["checkpoint"] != best["checkpoint"]:
                     (self.out / entry["checkpoint"]).unlink(missing_ok=True)
+
+
+class EpochSeed(TrainerCallback):
+    """Tells the training clips which epoch it is (their crops and text dropout depend on it): under DDP,
+    Accelerate tells the batch sampler and not the dataset."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(round(state.epoch or 0)))
 
 
 class Progress(TrainerCallback):
@@ -188,7 +200,7 @@ def make_trainer(model, recipe: Recipe, out: Path, seed: int, device: str, train
                          compute_metrics=scores,
                          callbacks=[EarlyStoppingCallback(early_stopping_patience=recipe.patience),
                                     EpochFiles(out, progress, keep_all_epochs, audio_seconds_per_epoch),
-                                    Progress(name)])
+                                    EpochSeed(train_set), Progress(name)])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer

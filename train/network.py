@@ -24,6 +24,17 @@ DROPOUT_FIELDS = {
 """The configuration fields that randomise an encoder in training (HubertConfig, BertConfig)."""
 
 
+def dropout_changes(network: str, value: float | None) -> dict:
+    """Configuration changes that set every dropout of an encoder to `value` (0 also ends HuBERT's
+    SpecAugment); none for None. They change no weight: the networks are built as the preset builds them."""
+    if value is None:
+        return {}
+    changes = dict.fromkeys(DROPOUT_FIELDS[network], value)
+    if network == ACOUSTIC_ENCODER.name and value == 0:
+        changes["apply_spec_augment"] = False
+    return changes
+
+
 class ResearchModel(FusionHead):
     def __init__(self, hubert, bert, head: FusionHead):
         super().__init__(head.proj_bert.out_features, head.proj_bert.in_features, head.fc.out_features)
@@ -35,10 +46,8 @@ class ResearchModel(FusionHead):
     @classmethod
     def build(cls, builder, encoder_dropout: float | None = None) -> "ResearchModel":
         """The networks `builder` makes (with its checkpoint's weights), in training mode."""
-        hubert, bert = builder.network(ACOUSTIC_ENCODER.name), builder.network(TEXT_ENCODER.name)
-        if encoder_dropout is not None:
-            set_dropout(hubert, ACOUSTIC_ENCODER.name, encoder_dropout)
-            set_dropout(bert, TEXT_ENCODER.name, encoder_dropout)
+        hubert, bert = (builder.network(name, **dropout_changes(name, encoder_dropout))
+                        for name in (ACOUSTIC_ENCODER.name, TEXT_ENCODER.name))
         return cls(hubert, bert, builder.network(FUSION_HEAD.name)).train()
 
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
@@ -77,19 +86,6 @@ class ResearchModel(FusionHead):
                 losses = losses * self.class_weights[labels]
             output["loss"] = losses.mean()
         return output
-
-
-def set_dropout(module, network: str, value: float) -> None:
-    """Every dropout of an encoder (its configuration and its modules) at `value`; 0 also ends SpecAugment."""
-    for name in DROPOUT_FIELDS[network]:
-        if hasattr(module.config, name):
-            setattr(module.config, name, value)
-    if value == 0 and hasattr(module.config, "mask_time_prob"):
-        module.config.mask_time_prob = 0.0
-        module.config.apply_spec_augment = False
-    for layer in module.modules():
-        if isinstance(layer, nn.Dropout):
-            layer.p = value
 
 
 def class_weights(labels: list[int], classes: int) -> torch.Tensor:
