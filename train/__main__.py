@@ -106,6 +106,8 @@ def options_from(args, argv) -> TrainOptions:
     recipe_name = args.recipe or default_recipe(args.preset, args.device)
     recipe = RECIPES[recipe_name].changed(**{knob.name: getattr(args, knob.name) for knob in KNOBS
                                              if getattr(args, knob.name) is not None})
+    if recipe.problems():
+        raise TrainError(f"recipe {recipe.name}: " + "; ".join(recipe.problems()))
     try:
         label_map = parse_label_map(args.map)
     except DataError as error:

@@ -57,11 +57,11 @@ class FeatureCache:
 def build_cache(model, clips: list[tuple[Clip, np.ndarray]], empty_ids: np.ndarray, cache: Path) -> FeatureCache:
     """The cache entry of `model`'s encoders (a train.network.ResearchModel) over `clips` (each with the
     token ids of its text), made if missing."""
-    acoustic, text = AcousticEncoder(model.hubert).eval(), TextEncoder(model.bert).eval()
     key = cache_key(weights_key(model.hubert), weights_key(model.bert), clips)
     folder = Path(cache) / "features" / key
     if (folder / INDEX).is_file():
         return FeatureCache(folder)
+    acoustic, text = AcousticEncoder(model.hubert).eval(), TextEncoder(model.bert).eval()
     folder.parent.mkdir(parents=True, exist_ok=True)
     rows, frame_count, token_count = {}, 0, 0
     with tempfile.TemporaryDirectory(prefix=".features-", dir=folder.parent) as scratch:

@@ -10,6 +10,8 @@ else. Which recipe suits which machine, and what each measured, is in docs/train
 import dataclasses
 from dataclasses import dataclass, field
 
+from transformers import SchedulerType
+
 
 def _knob(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -46,9 +48,28 @@ class Recipe:
     def knobs(self) -> dict:
         return {f.name: getattr(self, f.name) for f in KNOBS}
 
-    @property
-    def trains_encoders(self) -> bool:
-        return self.train_acoustic_encoder or self.train_text_encoder
+    def problems(self) -> list[str]:
+        """What makes no sense in this recipe, one line each, as --flags."""
+        found = []
+        if self.cached_features and (self.train_acoustic_encoder or self.train_text_encoder):
+            found.append("--cached-features runs the encoders once: it needs --no-train-acoustic-encoder and "
+                         "--no-train-text-encoder")
+        for name, value in (("batch-size", self.batch_size), ("epochs", self.epochs), ("patience", self.patience),
+                            ("learning-rate", self.learning_rate)):
+            if not value > 0:
+                found.append(f"--{name} must be more than 0, not {value}")
+        if self.crop_seconds is not None and not self.crop_seconds > 0:
+            found.append(f"--crop-seconds must be more than 0 (or none), not {self.crop_seconds}")
+        if not 0 <= self.text_dropout < 1:
+            found.append(f"--text-dropout is a share of the clips, from 0 up to 1 (not 1), not {self.text_dropout}")
+        for name, value in (("weight-decay", self.weight_decay), ("encoder-dropout", self.encoder_dropout or 0),
+                            ("warmup-ratio", self.warmup_ratio)):
+            if value < 0 or (name != "weight-decay" and value >= 1):
+                found.append(f"--{name} {value} is out of range")
+        schedules = [s.value for s in SchedulerType]
+        if self.scheduler not in schedules:
+            found.append(f"--scheduler {self.scheduler}: one of {', '.join(schedules)}")
+        return found
 
 
 KNOBS = tuple(f for f in dataclasses.fields(Recipe) if "help" in f.metadata)

@@ -1,0 +1,147 @@
+"""ser-train's recipes and data paths: the frozen recipe's memory-mapped cache, folds, --text reference,
+skipped files, and the random crops and text dropout of the training clips."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import SAMPLE_RATE
+from ser_triton.model.checkpoint import load_checkpoint
+from ser_triton.model.networks import AcousticEncoder
+from ser_triton.model.sources import ModelBuilder
+from ser_triton.train import features
+from ser_triton.train.__main__ import main
+from ser_triton.train.batches import ClipDataset
+from ser_triton.train.clips import Clip
+from ser_triton.evaluation.datasets import Utterance
+from ser_triton.train.recipes import RECIPES
+from tests import train_corpus
+
+FROZEN = ["--preset", "tiny", "--recipe", "frozen", "--batch-size", "8", "--epochs", "4", "--patience", "4",
+          "--threads", "1", "--bootstrap", "50"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return train_corpus.build(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train-cache")
+
+
+def train(corpus, out, cache, *extra) -> dict:
+    assert main([str(corpus), "--out", str(out), "--cache", str(cache), *FROZEN, *extra]) == 0
+    return json.loads((out / "training.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def frozen(corpus, cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("frozen")
+    return out, train(corpus, out, cache, "--test-speakers", "s5", "--val-speakers", "s4")
+
+
+def test_the_frozen_recipe_caches_the_served_encoders_outputs_memory_mapped(frozen, cache):
+    out, report = frozen
+    assert report["recipe"]["name"] == "frozen" and report["throughput"]["caching_features_seconds"] is not None
+    (entry,) = (cache / "features").iterdir()
+    stored = features.FeatureCache(entry)
+    assert isinstance(stored.acoustic, np.memmap) and isinstance(stored.text, np.memmap)
+    prediction = json.loads((out / "test_predictions.jsonl").read_text().splitlines()[0])
+    audio = load_audio(prediction["file"])
+    with torch.no_grad():
+        served, _ = AcousticEncoder(ModelBuilder("tiny").network("acoustic_encoder"))(
+            torch.from_numpy(audio)[None], torch.tensor([audio.size]))
+    key = next(k for k in stored.rows if k.startswith(features.hashlib.sha256(Path(prediction["file"]).read_bytes())
+                                                      .hexdigest()[:32]))
+    start, frames, _, _ = stored.rows[key]
+    assert np.array_equal(stored.acoustic[start:start + frames], served[0].numpy())
+
+
+def test_frozen_encoders_are_the_presets_and_only_the_head_trained(frozen):
+    _, report = frozen
+    trained = load_checkpoint(report["best_checkpoint"])
+    builder = ModelBuilder("tiny")
+    for prefix, network in (("hubert.", "acoustic_encoder"), ("bert.", "text_encoder")):
+        for key, value in builder.network(network).state_dict().items():
+            assert torch.equal(trained[prefix + key], value), key
+    head = builder.network("fusion_head").state_dict()
+    assert not torch.equal(trained["cmg.q_proj.weight"], head["cmg.q_proj.weight"])
+
+
+def test_a_second_run_reads_the_cache_and_never_runs_the_encoders(frozen, corpus, cache, tmp_path, monkeypatch):
+    class Refused:
+        def __init__(self, *args):
+            raise AssertionError("the encoders ran again although their outputs are cached")
+
+    monkeypatch.setattr(features, "AcousticEncoder", Refused)
+    again = train(corpus, tmp_path / "again", cache, "--test-speakers", "s5", "--val-speakers", "s4")
+    assert again["test"]["ua"] == frozen[1]["test"]["ua"]
+
+
+def test_folds_report_each_fold_and_their_mean_and_spread(corpus, cache, tmp_path):
+    summary = train(corpus, tmp_path / "folds", cache, "--folds", "sessions", "--epochs", "2")
+    assert [fold["split"] for fold in summary["folds"]] == ["fold-1", "fold-2", "fold-3"]
+    reports = [json.loads((tmp_path / "folds" / f"fold-{i}" / "training.json").read_text()) for i in (1, 2, 3)]
+    assert [r["split"]["speakers"]["test"] for r in reports] == [["s1", "s2"], ["s3", "s4"], ["s5"]]
+    uas = [r["test"]["ua"] for r in reports]
+    assert summary["test"]["ua"] == pytest.approx(np.mean(uas))
+    assert summary["test"]["ua_std"] == pytest.approx(np.std(uas, ddof=1))
+
+
+def test_reference_text_trains_on_the_datas_text_and_says_so(corpus, cache, tmp_path):
+    report = train(corpus, tmp_path / "reference", cache, "--test-speakers", "s5", "--val-speakers", "s4",
+                   "--text", "reference", "--epochs", "2")
+    assert report["data"]["text"] == "reference"
+    assert "reference text" in (tmp_path / "reference" / "MODEL_CARD.md").read_text()
+
+
+def test_unusable_files_are_skipped_one_line_each_and_counted(corpus, cache, tmp_path, capsys):
+    folder = tmp_path / "data"
+    manifest = train_corpus.build(folder)
+    (folder / "broken.wav").write_text("not audio")
+    soundfile.write(folder / "long.flac", np.zeros(SAMPLE_RATE * 3, np.float32), SAMPLE_RATE)
+    with manifest.open("a") as rows:
+        rows.write("broken.wav,sad,s1,1,x\nlong.flac,sad,s2,1,y\n")
+    report = train(manifest, tmp_path / "out", cache, "--test-speakers", "s5", "--val-speakers", "s4",
+                   "--epochs", "1", "--max-seconds", "2")
+    assert report["data"]["skipped"] == {"unusable audio": 1, "too long": 1}
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("broken.wav: unusable audio (not a readable audio file") for line in lines)
+    assert any(line.startswith("long.flac: too long (3.0 s, longer than --max-seconds 2)") for line in lines)
+    assert "Skipped: 2 (unusable audio: 1, too long: 1)." in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+
+
+def test_crops_and_text_dropout_depend_on_the_seed_epoch_and_clip_only(tmp_path):
+    audio = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+    soundfile.write(tmp_path / "a.wav", audio, SAMPLE_RATE, subtype="FLOAT")
+    clips = [Clip(Utterance(str(i), tmp_path / "a.wav", "sad"), "k", SAMPLE_RATE, "words",
+                  np.array([101, 7, 102]), 1.0) for i in range(8)]
+    empty = np.array([101, 102])
+
+    def draw(epoch, seed=0):
+        dataset = ClipDataset(clips, "asr", empty, crop_seconds=0.25, text_dropout=0.5, seed=seed)
+        dataset.set_epoch(epoch)
+        return [dataset[i] for i in range(len(clips))]
+
+    first, again, later, other = draw(0), draw(0), draw(1), draw(0, seed=1)
+    assert all(item["waveform"].size == SAMPLE_RATE // 4 for item in first)
+    starts = [[float(item["waveform"][0]) for item in items] for items in (first, again, later, other)]
+    assert starts[0] == starts[1] and starts[0] != starts[2] and starts[0] != starts[3]
+    dropped = [len(item["input_ids"]) == 2 for item in first]
+    assert 0 < sum(dropped) < len(clips) and dropped == [len(item["input_ids"]) == 2 for item in again]
+    whole = ClipDataset(clips, "asr", empty)[0]
+    assert whole["waveform"].size == SAMPLE_RATE and list(whole["input_ids"]) == [101, 7, 102]
+
+
+def test_recipes_that_make_no_sense_are_refused(corpus, cache, tmp_path, capsys):
+    assert RECIPES["frozen"].problems() == [] and RECIPES["scratch"].problems() == []
+    assert main([str(corpus), "--out", str(tmp_path / "x"), "--cache", str(cache), "--preset", "tiny",
+                 "--test-speakers", "s5", "--recipe", "scratch", "--cached-features"]) == 2
+    assert "--cached-features runs the encoders once" in capsys.readouterr().err
