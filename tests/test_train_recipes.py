@@ -21,19 +21,10 @@ from ser_triton.train.clips import Clip
 from ser_triton.evaluation.datasets import Utterance
 from ser_triton.train.recipes import RECIPES
 from tests import train_corpus
+from tests.train_corpus import cache, corpus  # noqa: F401  (fixtures)
 
 FROZEN = ["--preset", "tiny", "--recipe", "frozen", "--batch-size", "8", "--epochs", "4", "--patience", "4",
           "--threads", "1", "--bootstrap", "50"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return train_corpus.build(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train-cache")
 
 
 def train(corpus, out, cache, *extra) -> dict:

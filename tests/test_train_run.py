@@ -24,7 +24,7 @@ from ser_triton.model.sources import ModelBuilder
 from ser_triton.train import files, loop
 from ser_triton.train.__main__ import main
 from ser_triton.train.calibration import expected_calibration_error, softmax
-from tests import train_corpus
+from tests.train_corpus import cache, corpus  # noqa: F401  (fixtures)
 from tests.conftest import REPO_ROOT
 from tests.research_class import EnhancedSERModel
 
@@ -32,16 +32,6 @@ FAST = ["--preset", "tiny", "--test-speakers", "s5", "--val-speakers", "s4", "--
         "--patience", "3", "--crop-seconds", "0.4", "--threads", "1", "--bootstrap", "100"]
 TRAINING_KEYS = {"data", "split", "recipe", "seed", "versions", "curves", "validation", "test", "confusion",
                  "calibration", "best_checkpoint", "best_epoch", "model", "machine", "speaker_independent"}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return train_corpus.build(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train-cache")
 
 
 def train(corpus: Path, out: Path, cache: Path, *extra) -> dict:

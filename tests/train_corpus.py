@@ -2,14 +2,15 @@
 
 SPEAKERS speakers in two sessions, each saying every class CLIPS times: a short voiced tone whose pitch,
 loudness and vibrato depend on the class (so a network can learn something), shifted per speaker, as
-16 kHz FLAC files beside a manifest (`path,label,speaker,session,text`). Labels are spelled as the
-data sets spell them when asked (`excited` for some happy clips, a `calm` class to map or drop).
+16 kHz FLAC files beside a manifest (`path,label,speaker,session,text`), and a `calm` class to map or
+drop when asked. `corpus` and `cache` are fixtures the training tests import.
 """
 
 import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from ser_triton.core.contract import LABELS, SAMPLE_RATE
@@ -31,9 +32,8 @@ def tone(label: str, speaker: int, take: int, seconds: float) -> np.ndarray:
     return (LOUDNESS[label] * voice / 2 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def build(folder: Path, clips: int = 2, seconds: float = 0.6, labels=LABELS, speakers=SPEAKERS,
-          spellings: dict | None = None) -> Path:
-    """The manifest of a new corpus in `folder`; `spellings`: {served label: how the manifest spells it}."""
+def build(folder: Path, clips: int = 2, seconds: float = 0.6, labels=LABELS, speakers=SPEAKERS) -> Path:
+    """The manifest of a new corpus in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for s, speaker in enumerate(speakers):
@@ -41,7 +41,7 @@ def build(folder: Path, clips: int = 2, seconds: float = 0.6, labels=LABELS, spe
             for take in range(clips):
                 name = f"{speaker}_{label}_{take}.flac"
                 soundfile.write(folder / name, tone(label, s, take, seconds), SAMPLE_RATE)
-                rows.append([name, (spellings or {}).get(label, label), speaker, SESSIONS.get(speaker, "9"),
+                rows.append([name, label, speaker, SESSIONS.get(speaker, "9"),
                              TEXT[label]])
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as handle:
@@ -49,3 +49,15 @@ def build(folder: Path, clips: int = 2, seconds: float = 0.6, labels=LABELS, spe
         writer.writerow(["path", "label", "speaker", "session", "text"])
         writer.writerows(rows)
     return manifest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A corpus of the defaults, for a test module."""
+    return build(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """ser-train's --cache for a test module (the ASR's ONNX file and transcripts, the frozen features)."""
+    return tmp_path_factory.mktemp("train-cache")
