@@ -352,6 +352,7 @@ def data_summary(options: TrainOptions, dataset: Dataset, parts: dict, skipped: 
         reasons[row.reason] = reasons.get(row.reason, 0) + 1
     return {"source": str(options.data), "kind": dataset.kind, "name": dataset.name, "text": options.text,
             "utterances": len(usable), "labels": report_counts(usable), "label_map": options.label_map,
+            "audio_seconds": float(sum(c.seconds for part in PARTS for c in parts[part])),
             "mapped": mapped, "left_out": left_out, "n_skipped": len(problems), "skipped": reasons,
             "skipped_rows": [{"source": r.source, "reason": r.reason, "detail": r.detail} for r in problems]}
 
