@@ -15,6 +15,7 @@ benchmarks and evaluation only; nothing trained on it leaves bench/work.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,8 @@ from ser_triton.train.session import TRAINING_JSON
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "work" / "training"
-RAVDESS = ROOT.parent / "shared" / "data" / "ravdess" / "manifest.csv"
+RAVDESS = Path(os.environ.get("SER_RAVDESS", ROOT.parent / "shared" / "data" / "ravdess")) / "manifest.csv"
+"""Where RAVDESS is: ../shared/data/ravdess beside the repository (SER_RAVDESS=DIR elsewhere)."""
 LEFT_OUT = "calm,fearful,disgust,surprised=drop"
 TEST_SPEAKERS = tuple(f"actor{n:02d}" for n in range(19, 25))
 VALIDATION_SPEAKERS = ("actor15", "actor16", "actor17", "actor18")
