@@ -1,7 +1,7 @@
 """What the bench concludes from its measurements: each served variant against PyTorch, its share of
 its ceiling, the best variant within the drift limits, and whether the bench's targets are met.
 
-Computed from the summary's measured systems (bench/__main__.py) and stored into the summary before
+Computed from the summary's measured systems (bench/summary.py) and stored into the summary before
 it is written; bench/report.py only renders it.
 """
 

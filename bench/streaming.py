@@ -2,33 +2,55 @@
 
 K concurrent streams, each a conversation made of the workload's utterances with pauses between
 them (1-2 s, seeded), paced in real time in 100 ms chunks as live calls arrive, for K = 1, 2,
-4, ... For each K: the delay from an utterance's end (as the server reports it) to its result
-at the client (p50, p90, p99), and whether every stream kept up: no backlog that grows over the
-run, so every stream has had its last answer within one stream's p99 delay plus a second after
-its audio ended (a backlog that grows ends a stream ever later; a delay that depends on the
-utterance's length does not). One utterance's own compute is a floor on the delay, so the headline is the most
-streams sustained while the p90 delay stays within 1 s of the single stream's p90, beside the
-streams the served throughput could carry at full use for that speech share (audio-s/s over
-the share of the audio that is speech); their ratio is the efficiency.
+4, ... For each K: the delay from the end of each utterance's speech to its result at the client
+(p50, p90, p99), and whether every stream kept up: no backlog that grows over the run, so every
+stream has had its last answer within one stream's p99 delay plus a second after its audio ended
+(a backlog that grows ends a stream ever later; a delay that depends on the utterance's length
+does not).
+
+The end of speech is the workload's own: the last sample of the utterance's span that is speech
+(above 1% of its utterance's peak; the pauses between utterances are silence), not the end the
+server reports, which carries the segmenter's padding (0.15 s by default); both are kept. The
+delay is the segmenter's wait (the pause that decides an end: 0.64 s by default) plus the
+utterance's classification plus the way back; its floor is one utterance's own ensemble time,
+measured after the levels by classifying the single stream's utterances again, alone, one at a
+time (`compute_floor_s`). The headline is the most streams sustained while the p90 delay stays
+within 1 s of the single stream's p90, beside the streams the served throughput could carry at
+full use for that speech share (audio-s/s over the share of the audio that is speech); their ratio
+is the efficiency.
+
+`python -m ser_triton.bench.streaming --url HOST:PORT --label NAME --out FILE.json` measures a
+server that is already running (`make serve`, a container, a pod) into a file of its own.
 """
 
+import argparse
+import json
+import sys
 import threading
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
+from ser_triton.bench import report
+from ser_triton.bench.workload import WORK, load_or_make
 from ser_triton.client.library import ClientError, SERClient
 from ser_triton.core.contract import SAMPLE_RATE
 
+ROOT = Path(__file__).resolve().parent.parent
 CHUNK_SECONDS = 0.1
 DELAY_ALLOWANCE_S = 1.0
 """How much later than one stream's p90 the p90 at K streams may be, for K to count as sustained."""
 BACKLOG_ALLOWANCE_S = 1.0
 """How long after its audio a stream may take to finish, beyond one stream's p99 delay."""
+SPEECH_LEVEL = 0.01
+"""A sample is speech from this share of its utterance's peak up (the workload's room noise is 1e-4)."""
 
 
-def conversation(workload, seed: int, seconds: float) -> tuple[np.ndarray, float]:
-    """Utterances of the workload with 1-2 s pauses between them, about `seconds` long; its speech share."""
+def conversation(workload, seed: int, seconds: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Utterances of the workload with 1-2 s pauses between them, about `seconds` long; its speech
+    share; and which of its samples are speech."""
     random = np.random.default_rng(seed)
     order = random.permutation(len(workload.utterances))
     pieces, speech, total, index = [np.zeros(SAMPLE_RATE // 2, np.float32)], 0, SAMPLE_RATE // 2, 0
@@ -37,7 +59,15 @@ def conversation(workload, seed: int, seconds: float) -> tuple[np.ndarray, float
         pause = np.zeros(int(random.uniform(1.0, 2.0) * SAMPLE_RATE), np.float32)
         pieces += [audio, pause]
         speech, total, index = speech + audio.size, total + audio.size + pause.size, index + 1
-    return np.concatenate(pieces), speech / total
+    spoken = [np.abs(piece) > SPEECH_LEVEL * np.abs(piece).max() if piece.any() else np.zeros(piece.size, bool)
+              for piece in pieces]
+    return np.concatenate(pieces), speech / total, np.concatenate(spoken)
+
+
+def speech_end(spoken: np.ndarray, start: int, end: int) -> int | None:
+    """Where the speech within samples [start, end) ends (None: there is none)."""
+    inside = np.flatnonzero(spoken[start:end])
+    return None if not inside.size else start + int(inside[-1]) + 1
 
 
 def paced(audio: np.ndarray, began: float):
@@ -48,13 +78,14 @@ def paced(audio: np.ndarray, began: float):
 
 
 def one_stream(url: str, audio: np.ndarray, out: dict) -> None:
-    delays, began = [], time.monotonic()
+    """out["utterances"]: (start sample, end sample, seconds from the stream's start to its result)."""
+    utterances, began = [], time.monotonic()
     try:
         with SERClient(url, timeout=120) as client:
             for event in client.stream(paced(audio, began)):
                 if event.event == "utterance":
-                    delays.append((event.end, time.monotonic() - began - event.end))
-        out["delays"], out["finished_after_s"] = delays, time.monotonic() - began - audio.size / SAMPLE_RATE
+                    utterances.append((event.start_sample, event.end_sample, time.monotonic() - began))
+        out["utterances"], out["finished_after_s"] = utterances, time.monotonic() - began - audio.size / SAMPLE_RATE
     except ClientError as error:
         out["error"] = str(error)
 
@@ -66,32 +97,58 @@ def percentiles(values) -> dict:
     return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
 
 
+def delays(utterances, spoken: np.ndarray) -> tuple[list[float], list[float]]:
+    """(from the end of speech, from the end the server reported) of each utterance that holds speech."""
+    from_speech, from_padded = [], []
+    for start, end, at in utterances:
+        spoke = speech_end(spoken, start, end)
+        if spoke is not None:
+            from_speech.append(at - spoke / SAMPLE_RATE)
+            from_padded.append(at - end / SAMPLE_RATE)
+    return from_speech, from_padded
+
+
 def measure_level(url: str, workload, streams: int, seconds: float, finish_within: float | None) -> dict:
     """K streams at once; finish_within: seconds after its audio that each must be done by (None: the
-    first level, which sets it)."""
+    first level, which sets it). The level's "_spans": its first stream's (audio, utterance spans)."""
     outs = [{} for _ in range(streams)]
-    threads = []
-    for number, out in enumerate(outs):
-        audio, _ = conversation(workload, seed=number, seconds=seconds)
-        threads.append(threading.Thread(target=one_stream, args=(url, audio, out), daemon=True))
+    conversations = [conversation(workload, seed=number, seconds=seconds) for number in range(streams)]
+    threads = [threading.Thread(target=one_stream, args=(url, audio, out), daemon=True)
+               for (audio, _, _), out in zip(conversations, outs)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds * 4 + 120)
-    errors = [out.get("error", "did not finish") for out in outs if "delays" not in out]
-    delays = [d for out in outs if "delays" in out for _, d in out["delays"]]
-    finished = [round(out["finished_after_s"], 3) for out in outs if "delays" in out]
-    level = {"streams": streams, "utterances": len(delays), **percentiles(delays),
-             "finished_after_audio_s": max(finished, default=None), "errors": errors[:3]}
+    errors = [out.get("error", "did not finish") for out in outs if "utterances" not in out]
+    measured = [delays(out["utterances"], spoken) for out, (_, _, spoken) in zip(outs, conversations)
+                if "utterances" in out]
+    from_speech = [d for speech, _ in measured for d in speech]
+    from_padded = [d for _, padded in measured for d in padded]
+    finished = [round(out["finished_after_s"], 3) for out in outs if "utterances" in out]
+    level = {"streams": streams, "utterances": len(from_speech), **percentiles(from_speech),
+             "from_padded_end": percentiles(from_padded), "finished_after_audio_s": max(finished, default=None),
+             "errors": errors[:3]}
     within = finish_within if finish_within is not None else level["p99"] + BACKLOG_ALLOWANCE_S
     level["kept_up"] = not errors and level["p99"] is not None and all(f <= within for f in finished)
+    level["_spans"] = (conversations[0][0], [(start, end) for start, end, _ in outs[0].get("utterances", [])])
     return level
+
+
+def compute_floor(url: str, audio: np.ndarray, spans) -> dict:
+    """One utterance's own ensemble time: each span classified alone, one at a time, on the idle server."""
+    seconds = []
+    with SERClient(url, timeout=120, segmenter="fixed") as client:
+        for start, end in spans:
+            began = time.perf_counter()
+            client.classify(audio[start:end], sample_rate=SAMPLE_RATE)
+            seconds.append(time.perf_counter() - began)
+    return {"utterances": len(seconds), **percentiles(seconds)}
 
 
 def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds: float = 60.0,
             most: int = 16) -> dict:
-    """Levels 1, 2, 4, ... up to `most`, until a level is not sustained."""
-    _, speech_share = conversation(workload, seed=0, seconds=seconds)
+    """Levels 1, 2, 4, ... up to `most`, until a level is not sustained; then the compute floor."""
+    _, speech_share, _ = conversation(workload, seed=0, seconds=seconds)
     levels, streams = [], 1
     while streams <= most:
         single = levels[0] if levels else None
@@ -105,17 +162,58 @@ def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds:
         if not sustained:
             break
         streams *= 2
+    floor = compute_floor(url, *levels[0]["_spans"])
+    for level in levels:
+        del level["_spans"]
     sustained = [level["streams"] for level in levels if level["sustained"]]
     capacity = None if not throughput_audio_s_per_s else throughput_audio_s_per_s / speech_share
     max_streams = max(sustained, default=0)
     return {
         "description": f"K live streams paced in real time ({CHUNK_SECONDS * 1000:.0f} ms chunks) of {seconds:g} s "
-                       "conversations (workload utterances, 1-2 s pauses); delay = result at the client - "
-                       "the utterance's end",
+                       "conversations (workload utterances, 1-2 s pauses); delay = result at the client - the end "
+                       "of the utterance's speech (from_padded_end: - the end the server reported, padding "
+                       "included); compute_floor_s: the single stream's utterances classified again, alone, one "
+                       "at a time",
         "stream_seconds": seconds, "speech_share": round(speech_share, 3),
         "single_stream": {key: levels[0][key] for key in ("p50", "p90", "p99")},
+        "compute_floor_s": floor,
         "levels": levels,
         "max_streams": max_streams,
         "throughput_streams": None if capacity is None else round(capacity, 2),
         "efficiency": None if not capacity else round(max_streams / capacity, 3),
     }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ser_triton.bench.streaming", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True, help="the running server's gRPC host:port (its edge, say)")
+    parser.add_argument("--label", required=True, help="what it serves, for the file (e.g. tiny, full-random fp32)")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument("--stream-seconds", type=float, default=60.0, help="length of each paced stream (default 60)")
+    parser.add_argument("--most-streams", type=int, default=16, help="the most concurrent streams tried (default 16)")
+    parser.add_argument("--utterances", type=int, default=40, help="workload size (default 40, as make bench)")
+    parser.add_argument("--work", type=Path, default=WORK, help="cache of the workload (default bench/work)")
+    args = parser.parse_args(argv)
+    workload = load_or_make(args.utterances, 0, args.work / "workload")
+    with SERClient(args.url, retries=0) as client:
+        if not client.ready():
+            print(f"bench.streaming: no ready server at {args.url}: start one (make serve) or check --url",
+                  file=sys.stderr)
+            return 1
+    load_before = report.load_average()
+    live = measure(args.url, workload, None, args.stream_seconds, args.most_streams)
+    described = workload.describe()
+    if Path(described["directory"]).is_relative_to(ROOT):  # no path of this machine in a file to commit
+        described["directory"] = str(Path(described["directory"]).relative_to(ROOT))
+    live |= {"served": args.label, "workload": described,
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": report.machine(),
+             "load_average": {"before": load_before, "after": report.load_average()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(live, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,7 +34,8 @@ try:
 
     from ser_triton.client import access
     from ser_triton.client import live_input, timeline
-    from ser_triton.client.library import DEFAULT_URLS, SEGMENTERS, ClientError, SERClient, file_chunks
+    from ser_triton.client.library import (DEFAULT_URLS, SEGMENTERS, ClientError, SERClient, default_segmenter,
+                                           file_chunks)
     from ser_triton.client.table import Table
     from ser_triton.core.audio import AudioError, find_audio_files
     from ser_triton.core.cli import positive
@@ -65,7 +66,8 @@ def parse_args(argv):
     parser.add_argument("--retries", type=int, default=3,
                         help="retries, with exponential backoff, while the server cannot be reached (default 3)")
     parser.add_argument("--segmenter", choices=SEGMENTERS, help="how recordings longer than --window are cut: "
-                        "speech (where the speaker pauses; default over grpc) or fixed (equal windows; http)")
+                        "speech (where the speaker pauses) or fixed (equal windows); default "
+                        f"{default_segmenter('grpc')} over grpc, {default_segmenter('http')} over http, as SERClient's")
     parser.add_argument("--timeline", type=Path, metavar="PNG", help="draw the emotions over time (one file; "
                         "needs matplotlib: the evaluate extra)")
     parser.add_argument("--subtitles", type=Path, metavar="VTT", help="write WebVTT cues, one a segment (one file)")
@@ -93,8 +95,6 @@ def parse_args(argv):
         parser.error("--raw describes stdin: use it with --stream -")
     if args.segmenter == "speech" and args.protocol != "grpc":
         parser.error("--segmenter speech streams over gRPC: use --segmenter fixed with --protocol http")
-    if args.segmenter is None:
-        args.segmenter = "speech" if args.protocol == "grpc" else "fixed"
     if (args.timeline or args.subtitles) and (len(args.paths) != 1 or Path(args.paths[0]).is_dir()):
         parser.error("--timeline and --subtitles draw one recording: give one FILE")
     return args

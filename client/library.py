@@ -5,7 +5,9 @@ import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -46,6 +48,13 @@ class NoSpeech(ClientError):
 
 
 SEGMENTERS = ("fixed", "speech")
+
+
+def default_segmenter(protocol: str) -> str:
+    """How recordings longer than the window are cut unless told, by SERClient and ser-infer alike:
+    where the speaker pauses ("speech", the server's segmenter, so each segment is one utterance and
+    silence does not vote) over gRPC, the protocol with streams; equal windows ("fixed") over HTTP."""
+    return "speech" if protocol == "grpc" else "fixed"
 
 
 GRPC_RESOLVERS = ("dns", "ipv4", "ipv6", "unix")
@@ -102,49 +111,73 @@ def file_chunks(source, chunk_seconds: float = 0.1, realtime: bool = False):
         yield audio[start:start + size]
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a SERClient is made with (SERClient.__init__ documents each, with its default),
+    checked once. classify_many's per-request clients are made from this one record, so an option
+    added to the client cannot be left behind when it is cloned."""
+    url: str | None
+    protocol: str
+    timeout: float
+    window_seconds: float
+    retries: int
+    backoff: float
+    grpc_options: Mapping[str, object] | None
+    api_key: str | None
+    tls: bool
+    tls_ca_certificate: str | os.PathLike | None
+    segmenter: str
+
+    def __post_init__(self):
+        if self.protocol not in DEFAULT_URLS:
+            raise ValueError(f"protocol must be 'grpc' or 'http', not {self.protocol!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {self.retries}")
+        if self.grpc_options and self.protocol != "grpc":
+            raise ValueError("grpc_options are gRPC channel arguments: use them with the grpc protocol")
+        # frozen: the checked, normalised values are set the one way a frozen dataclass allows
+        object.__setattr__(self, "url", _target(self.url or DEFAULT_URLS[self.protocol], self.protocol))
+        object.__setattr__(self, "grpc_options", MappingProxyType(dict(self.grpc_options or {})))
+        if self.tls_ca_certificate is not None and not self.tls:
+            raise ValueError("tls_ca_certificate checks a TLS server: use it with tls=True (--tls)")
+        if self.tls_ca_certificate is not None and not Path(self.tls_ca_certificate).is_file():
+            raise ValueError(f"the CA certificate {self.tls_ca_certificate} does not exist")
+        if self.api_key is not None and (not self.api_key or any(c.isspace() for c in self.api_key)):
+            raise ValueError("the API key must be one word without spaces")
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {self.segmenter!r}")
+        if self.segmenter == "speech" and self.protocol != "grpc":
+            raise ValueError("the speech segmenter streams over gRPC: use the grpc protocol, or the fixed segmenter")
+
+    def arguments(self) -> dict:
+        """SERClient's keyword arguments that make a client with these settings."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
 class SERClient:
     """One connection to the server. Not thread-safe: classify_many makes its own per request."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout: float = 60.0,
                  window_seconds: float = CLIENT_WINDOW_SECONDS, retries: int = 3, backoff: float = 1.0,
                  grpc_options: Mapping[str, object] | None = None, *, api_key: str | None = None,
-                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None, segmenter: str = "fixed"):
+                 tls: bool = False, tls_ca_certificate: str | os.PathLike | None = None,
+                 segmenter: str | None = None):
         """`url`: host:port, or over gRPC any gRPC target (dns:///host:port balances over every
         address the name resolves to). `grpc_options`: gRPC channel arguments, added to (and
         overriding) this client's: unlimited message sizes and the round_robin policy.
         `api_key`: sent as `Authorization: Bearer KEY`, for an edge that requires client keys.
         `tls`: connect over TLS, checking the server's certificate against the system's CAs or
         `tls_ca_certificate` (a PEM file: a private CA's, or a self-signed certificate).
-        `segmenter`: how audio longer than `window_seconds` is cut: "fixed", equal windows of at
-        most that; "speech", where the speaker pauses (streamed to the server's speech segmenter
-        at full speed, gRPC only): each segment one utterance, and silence does not vote."""
-        if protocol not in DEFAULT_URLS:
-            raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be 0 or more, not {retries}")
-        self.protocol = protocol
-        if grpc_options and protocol != "grpc":
-            raise ValueError("grpc_options are gRPC channel arguments: use them with the grpc protocol")
-        self.url = _target(url or DEFAULT_URLS[protocol], protocol)
-        self.timeout = timeout
-        self.window_seconds = window_seconds
-        self.retries = retries
-        self.backoff = backoff
-        self.grpc_options = dict(grpc_options or {})
-        if tls_ca_certificate is not None and not tls:
-            raise ValueError("tls_ca_certificate checks a TLS server: use it with tls=True (--tls)")
-        if tls_ca_certificate is not None and not Path(tls_ca_certificate).is_file():
-            raise ValueError(f"the CA certificate {tls_ca_certificate} does not exist")
-        if api_key is not None and (not api_key or any(c.isspace() for c in api_key)):
-            raise ValueError("the API key must be one word without spaces")
-        self.api_key, self.tls, self.tls_ca_certificate = api_key, tls, tls_ca_certificate
-        if segmenter not in SEGMENTERS:
-            raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {segmenter!r}")
-        if segmenter == "speech" and protocol != "grpc":
-            raise ValueError("the speech segmenter streams over gRPC: use the grpc protocol, or the fixed segmenter")
-        self.segmenter = segmenter
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._module = grpcclient if protocol == "grpc" else httpclient
+        `segmenter`: how audio longer than `window_seconds` is cut: "speech", where the speaker
+        pauses (streamed to the server's speech segmenter at full speed, gRPC only): each segment
+        one utterance, and silence does not vote; "fixed", equal windows of at most that. None:
+        default_segmenter(protocol), speech over gRPC and fixed over HTTP, as ser-infer."""
+        self.settings = ClientSettings(url=url, protocol=protocol, timeout=timeout, window_seconds=window_seconds,
+                                       retries=retries, backoff=backoff, grpc_options=grpc_options, api_key=api_key,
+                                       tls=tls, tls_ca_certificate=tls_ca_certificate,
+                                       segmenter=segmenter or default_segmenter(protocol))
+        self._headers = {"authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        self._module = grpcclient if self.settings.protocol == "grpc" else httpclient
         self._triton = None
 
     def __enter__(self) -> "SERClient":
@@ -159,9 +192,8 @@ class SERClient:
             self._triton = None
 
     def _clone(self) -> "SERClient":
-        return SERClient(self.url, self.protocol, self.timeout, self.window_seconds, self.retries, self.backoff,
-                         self.grpc_options, api_key=self.api_key, tls=self.tls,
-                         tls_ca_certificate=self.tls_ca_certificate, segmenter=self.segmenter)
+        """A client of its own (a connection of its own) with the same settings."""
+        return SERClient(**self.settings.arguments())
 
     def channel_arguments(self) -> list[tuple[str, object]]:
         """What the gRPC channel is opened with: the defaults below, then `grpc_options`."""
@@ -169,25 +201,25 @@ class SERClient:
             "grpc.max_send_message_length": MAX_GRPC_MESSAGE_SIZE,
             "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_SIZE,
             **ROUND_ROBIN,
-            **self.grpc_options,
+            **self.settings.grpc_options,
         }.items())
 
     def _connection(self):
         if self._triton is None:
-            if self.protocol == "grpc":
-                self._triton = grpcclient.InferenceServerClient(
-                    self.url, channel_args=self.channel_arguments(), ssl=self.tls,
-                    root_certificates=None if self.tls_ca_certificate is None else os.fspath(self.tls_ca_certificate))
+            settings = self.settings
+            certificate = None if settings.tls_ca_certificate is None else os.fspath(settings.tls_ca_certificate)
+            if settings.protocol == "grpc":
+                self._triton = grpcclient.InferenceServerClient(settings.url, channel_args=self.channel_arguments(),
+                                                                ssl=settings.tls, root_certificates=certificate)
             else:
                 self._triton = httpclient.InferenceServerClient(
-                    self.url, connection_timeout=self.timeout, network_timeout=self.timeout, ssl=self.tls,
-                    ssl_options=None if self.tls_ca_certificate is None
-                    else {"ca_certs": os.fspath(self.tls_ca_certificate)})
+                    settings.url, connection_timeout=settings.timeout, network_timeout=settings.timeout,
+                    ssl=settings.tls, ssl_options=None if certificate is None else {"ca_certs": certificate})
         return self._triton
 
     def _deadline(self) -> dict:
         """Each call's keyword arguments: its deadline (gRPC) and the client key's header."""
-        return {"client_timeout": self.timeout, "headers": self._headers} if self.protocol == "grpc" \
+        return {"client_timeout": self.settings.timeout, "headers": self._headers} if self.settings.protocol == "grpc" \
             else {"headers": self._headers}
 
     def ready(self) -> bool:
@@ -209,7 +241,7 @@ class SERClient:
         probabilities = answer.as_numpy(PROBABILITIES).reshape(-1)
         if probabilities.size != len(LABELS):
             raise ClientError(
-                f"the server at {self.url} returned {probabilities.size} probabilities, not {len(LABELS)}: "
+                f"the server at {self.settings.url} returned {probabilities.size} probabilities, not {len(LABELS)}: "
                 f"is it serving the {ENSEMBLE!r} ensemble of this version?"
             )
         transcript = answer.as_numpy(TRANSCRIPT).reshape(-1)[0]
@@ -217,43 +249,45 @@ class SERClient:
 
     def _infer(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
         """One segment, retrying with exponential backoff while the server cannot be reached."""
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.settings.retries + 1):
             try:
                 return self._infer_once(audio)
             except InferenceServerException as error:
                 if error.status() in _TIMED_OUT:
                     raise self._timed_out() from None
                 if error.status() not in _UNAVAILABLE and _UNLOADED not in (error.message() or ""):
-                    raise ClientError(f"the server at {self.url} refused the request: {error.message()}") from None
+                    raise ClientError(f"the server at {self.settings.url} refused the request: "
+                                      f"{error.message()}") from None
                 reason = error.message()
             except TimeoutError:
                 raise self._timed_out() from None
             except http.client.HTTPException as error:
                 self.close()
                 raise ClientError(
-                    f"the server at {self.url} does not answer http ({error}): {_CHECK_ADDRESS}"
+                    f"the server at {self.settings.url} does not answer http ({error}): {_CHECK_ADDRESS}"
                 ) from None
             except OSError as error:
                 reason = error.strerror or str(error)
             self.close()
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        tries = "once" if self.retries == 0 else f"{self.retries + 1} times"
+            if attempt < self.settings.retries:
+                time.sleep(self.settings.backoff * 2**attempt)
+        tries = "once" if self.settings.retries == 0 else f"{self.settings.retries + 1} times"
         raise ServerUnreachable(
-            f"cannot reach the SER server at {self.url} over {self.protocol} (tried {tries}: {reason}): "
+            f"cannot reach the SER server at {self.settings.url} over {self.settings.protocol} "
+            f"(tried {tries}: {reason}): "
             f"is the server running? start it with `make serve`; or {_CHECK_ADDRESS}"
         )
 
     def _timed_out(self) -> ClientError:
         self.close()
         return ClientError(
-            f"no answer from the SER server at {self.url} within {self.timeout:g} s: "
+            f"no answer from the SER server at {self.settings.url} within {self.settings.timeout:g} s: "
             f"for long audio raise --timeout; or {_CHECK_ADDRESS}"
         )
 
     def _classify_samples(self, audio: np.ndarray, name: str) -> Result:
         started = time.perf_counter()
-        if self.segmenter == "speech" and audio.size > self.window_seconds * SAMPLE_RATE:
+        if self.settings.segmenter == "speech" and audio.size > self.settings.window_seconds * SAMPLE_RATE:
             largest = int(MAX_CHUNK_SECONDS * SAMPLE_RATE)  # full speed: the largest chunks a stream takes
             events = self.stream(audio[first:first + largest] for first in range(0, audio.size, largest))
             segments = [event.segment() for event in events if event.event == "utterance"]
@@ -261,7 +295,7 @@ class SERClient:
                 raise NoSpeech(f"no speech found in its {audio.size / SAMPLE_RATE:.1f} s of audio")
             return combine(name, segments, latency=time.perf_counter() - started, duration=audio.size / SAMPLE_RATE)
         segments = []
-        for start, end in segment_bounds(audio.size, self.window_seconds):
+        for start, end in segment_bounds(audio.size, self.settings.window_seconds):
             probabilities, transcript = self._infer(audio[start:end])
             segments.append(make_segment(start, end, probabilities, transcript))
         return combine(name, segments, latency=time.perf_counter() - started)
@@ -282,16 +316,17 @@ class SERClient:
         `segmentation`: rules that differ from the server's for this stream
         (serving.steps.segmentation.SegmentationRules). Over gRPC only; ClientError if the server
         ends the stream (a bad chunk, its stream limit, a replica that died)."""
-        if self.protocol != "grpc":
+        if self.settings.protocol != "grpc":
             raise ValueError("live streams go over gRPC (bidirectional streaming): use protocol='grpc'")
-        connection = {"channel_args": self.channel_arguments(), "ssl": self.tls,
-                      "root_certificates": None if self.tls_ca_certificate is None
-                      else os.fspath(self.tls_ca_certificate)}
-        live = LiveStream(self.url, chunks, sample_rate, self.timeout, self._headers, connection, segmentation)
+        settings = self.settings
+        connection = {"channel_args": self.channel_arguments(), "ssl": settings.tls,
+                      "root_certificates": None if settings.tls_ca_certificate is None
+                      else os.fspath(settings.tls_ca_certificate)}
+        live = LiveStream(settings.url, chunks, sample_rate, settings.timeout, self._headers, connection, segmentation)
         try:
             yield from live
         except StreamError as error:
-            raise ClientError(f"the stream to {self.url} ended: {error}") from None
+            raise ClientError(f"the stream to {self.settings.url} ended: {error}") from None
 
     def stream_file(self, source, realtime: bool = False, chunk_seconds: float = 0.1,
                     segmentation: dict | None = None):

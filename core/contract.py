@@ -58,6 +58,10 @@ every few seconds of its audio; utterance: a finished utterance, with EMOTION, P
 TRANSCRIPT as the ensemble gives them for that span of audio alone."""
 MAX_CHUNK_SECONDS = 10.0
 """Longest chunk a stream may send at once."""
+LIVE_STREAMS_METRIC = "ser_stream_live_streams"
+"""The streaming model's gauge on each server's metrics port: the streams open now, their state held."""
+ENDED_STREAMS_METRIC = "ser_stream_ended_streams"
+"""Its counter of streams ended, by `reason` (serving/steps/stream.py END_REASONS)."""
 
 MAX_STREAM_SECONDS = 4 * 3600.0
 """Longest live stream the edge lets through: it bounds a stream's whole body, as one request's."""

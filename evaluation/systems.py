@@ -76,11 +76,12 @@ def _progress(name: str, total: int) -> tqdm:
 
 def run_served(name: str, client: SERClient, utterances: list[Utterance], concurrency: int) -> Run:
     """classify_many over the utterances; SystemUnavailable when the server cannot be reached."""
-    description = {"name": name, "kind": "served", "url": client.url, "protocol": client.protocol,
-                   "ensemble": ENSEMBLE, "concurrency": concurrency}
+    url, protocol = client.settings.url, client.settings.protocol
+    description = {"name": name, "kind": "served", "url": url, "protocol": protocol, "ensemble": ENSEMBLE,
+                   "concurrency": concurrency}
     if not client.ready():
         raise SystemUnavailable(
-            f"cannot reach the SER server at {client.url} over {client.protocol}, or its {ENSEMBLE!r} ensemble "
+            f"cannot reach the SER server at {url} over {protocol}, or its {ENSEMBLE!r} ensemble "
             f"is not ready: start it with `make serve`; or check the URL and protocol")
     try:  # one untimed request, so the throughput leaves out the server's first-request set-up
         client.classify(utterances[0].path)

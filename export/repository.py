@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ser_triton.core import contract
 from ser_triton.core import specs
+from ser_triton.core.model_config import CONFIG_FILE
 from ser_triton.serving.steps import parameters as keys
 from ser_triton.serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE
 
@@ -211,6 +212,7 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
         keys.SEGMENTATION_RULES: json.dumps(deployment.segmentation),
         keys.MAX_STREAMS: str(deployment.max_streams), keys.STREAM_IDLE_SECONDS: str(deployment.stream_idle_seconds),
         keys.MAX_CHUNK_SECONDS: str(contract.MAX_CHUNK_SECONDS),
+        keys.STREAM_METRICS: json.dumps({"live": contract.LIVE_STREAMS_METRIC, "ended": contract.ENDED_STREAMS_METRIC}),
         keys.CLASSIFIER: json.dumps({"model": contract.ENSEMBLE, "audio": contract.AUDIO,
                                      **{role: name for name, (_, role) in ensemble.items()}}),
     }
@@ -250,12 +252,9 @@ def write_stream_model(root: Path, deployment: Deployment) -> None:
 
 
 def write_config(config: mc.ModelConfig, directory: Path) -> None:
+    """`directory`/config.pbtxt (core.model_config reads it back)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.pbtxt").write_text(text_format.MessageToString(config))
-
-
-def read_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+    (directory / CONFIG_FILE).write_text(text_format.MessageToString(config))
 
 
 def install_step(directory: Path, module: str) -> None:

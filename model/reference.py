@@ -40,12 +40,13 @@ class ResearchPipeline:
 
     @torch.inference_mode()
     def logits(self, audio: np.ndarray, transcript: str) -> torch.Tensor:
+        """The fusion head's logits, float32 whatever the networks ran in (bf16 under autocast, say)."""
         tokens = self.c.bert_tokenizer(transcript, truncation=True, return_tensors="pt")
         text = self.c.text_encoder(
             input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
         ).last_hidden_state
         acoustic = self.c.acoustic_encoder(self.normalise(audio)).last_hidden_state
-        return self.c.fusion_head.research_logits(acoustic, text)[0]
+        return self.c.fusion_head.research_logits(acoustic, text)[0].float()
 
     def predict(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
         """(probabilities in LABELS order, transcript) for one utterance."""

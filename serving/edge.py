@@ -81,17 +81,14 @@ def max_stream_bytes(max_stream_seconds: float) -> int:
 def served_audio_seconds(repository: Path) -> float:
     """The longest audio the exported ensemble accepts (its audio step's limit), so the edge's
     bound and the ensemble's refusal come from the same value."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
+    from ser_triton.core.model_config import CONFIG_FILE, read_config
     from ser_triton.core.specs import AUDIO_INPUT
     from ser_triton.serving.steps.parameters import MAX_AUDIO_SECONDS
 
-    config_path = Path(repository) / AUDIO_INPUT / "config.pbtxt"
+    config_path = Path(repository) / AUDIO_INPUT / CONFIG_FILE
     try:
-        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
-        return float(config.parameters[MAX_AUDIO_SECONDS].string_value)
-    except (OSError, text_format.ParseError, ValueError) as error:
+        return float(read_config(config_path).parameters[MAX_AUDIO_SECONDS].string_value)
+    except (OSError, ValueError) as error:
         raise ServerError(f"cannot read the ensemble's audio limit from {config_path} ({error}): "
                           "re-export the repository with `make export`") from None
 

@@ -54,7 +54,8 @@ def podman(*arguments: str, check: bool = True, timeout: float = 120, **options)
 
 
 def why_podman_cannot_run() -> str | None:
-    """None where podman runs containers here; else why not (the tests skip with it)."""
+    """None where podman runs containers here; else why not (conftest.require: the tests skip with
+    it, or fail where the run requires podman)."""
     if shutil.which("podman") is None:
         return "podman is not installed: `make setup` as root installs it (deploy/podman/setup.sh)"
     try:
@@ -69,7 +70,11 @@ def why_podman_cannot_run() -> str | None:
     return None
 
 
-def make(*arguments: str, timeout: float = 1800) -> tuple[subprocess.CompletedProcess, float]:
+MAKE_TIMEOUT = 1800
+"""The longest a make target of these tests may take (make image from nothing, on 2 cores)."""
+
+
+def make(*arguments: str, timeout: float = MAKE_TIMEOUT) -> tuple[subprocess.CompletedProcess, float]:
     """`make ARGUMENTS` in the repository, and how long it took."""
     started = time.monotonic()
     done = subprocess.run(["make", "--no-print-directory", *arguments], cwd=REPO_ROOT, capture_output=True,
@@ -169,13 +174,6 @@ def run_in_image(image: str, code: str, *volumes: str) -> subprocess.CompletedPr
     return podman("run", "--rm", "--label", f"{LABEL}={os.getpid()}", "--read-only", "--tmpfs=/tmp",
                   "--network", "none", *(f"--volume={v}" for v in volumes), "--entrypoint", "python", image,
                   "-c", code, check=False, timeout=300)
-
-
-def skip_reason() -> str | None:
-    """Cached: why the container tests skip here, if they do."""
-    if not hasattr(skip_reason, "value"):
-        skip_reason.value = why_podman_cannot_run()
-    return skip_reason.value
 
 
 def python_of_make() -> str:

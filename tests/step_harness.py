@@ -14,6 +14,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from ser_triton.export import repository
+from ser_triton.core.model_config import read_config
 
 STEP_MODULES = ("backend", "onnx_network", "audio_input", "ctc_tokenize", "emotion_label")
 """The steps' modules that import triton_python_backend_utils (through .backend)."""
@@ -95,7 +96,7 @@ def steps_without_triton():
 def triton_args(model_directory: Path) -> dict:
     """What Triton passes to `initialize`: the model config as JSON (proto field names), the model's
     directory and its version."""
-    config = repository.read_config(model_directory / "config.pbtxt")
+    config = read_config(model_directory / "config.pbtxt")
     return {"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
             "model_repository": str(model_directory), "model_version": repository.VERSION}
 

@@ -45,6 +45,27 @@ def test_workload_without_espeak_uses_the_recorded_sentences(tmp_path, monkeypat
     assert all(u.text.startswith(("sentence", "speech")) for u in made.utterances)
 
 
+def test_streaming_delays_count_from_the_end_of_speech_that_the_workload_knows(tmp_path):
+    """Not from the end the server reports, which carries the segmenter's padding: the conversation
+    knows which of its samples are speech (its utterances' samples above 1% of their peak)."""
+    import numpy as np
+
+    from ser_triton.bench import streaming
+    from ser_triton.core.contract import SAMPLE_RATE
+
+    made = load_or_make(3, seed=1, root=tmp_path)
+    audio, share, spoken = streaming.conversation(made, seed=0, seconds=10)
+    assert audio.size == spoken.size and 0 < spoken.mean() <= share < 1
+    first = made.utterances[np.random.default_rng(0).permutation(3)[0]].samples()  # after half a second
+    start, end = SAMPLE_RATE // 2, SAMPLE_RATE // 2 + first.size
+    last_loud = np.flatnonzero(np.abs(first) > 0.01 * np.abs(first).max())[-1]
+    assert not spoken[:start].any() and not spoken[end:end + SAMPLE_RATE].any()  # the pauses are silence
+    assert streaming.speech_end(spoken, start - 100, end + 2400) == start + last_loud + 1  # padded either side
+    reported = [(start - 100, end + 2400, 9.0), (end + 100, end + 900, 9.5)]  # the second one holds no speech
+    assert streaming.delays(reported, spoken) == ([9.0 - (start + last_loud + 1) / SAMPLE_RATE],
+                                                  [9.0 - (end + 2400) / SAMPLE_RATE])
+
+
 def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
@@ -89,6 +110,8 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     assert live["max_streams"] == max([lv["streams"] for lv in live["levels"] if lv["sustained"]], default=0)
     assert live["efficiency"] == pytest.approx(live["max_streams"] / live["throughput_streams"], abs=0.001)
     assert all(level["utterances"] > 0 and level["kept_up"] in (True, False) for level in live["levels"])
+    assert all({"p50", "p90", "p99"} <= set(level["from_padded_end"]) for level in live["levels"])
+    assert live["compute_floor_s"]["utterances"] > 0 and positive(live["compute_floor_s"]["p50"])
     assert "Live streams" in (out / "summary.md").read_text()
 
     baseline = summary["systems"]["pytorch"]

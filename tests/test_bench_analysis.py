@@ -10,7 +10,7 @@ RESULTS = REPO_ROOT / "bench" / "results"
 HEADLINE_KEYS = ("speedup_vs_pytorch", "speedup_vs_best_pytorch", "p50_latency_c1_vs_pytorch", "efficiency",
                  "best_within_drift_limits", "targets")
 PLACEHOLDERS = ("speedup_vs_pytorch", "p50_latency_c1_vs_pytorch")
-"""Where bench/__main__.py leaves room for the headline among the summary's first keys."""
+"""Where bench/summary.py leaves room for the headline among the summary's first keys."""
 
 
 def committed() -> dict:
@@ -18,7 +18,7 @@ def committed() -> dict:
 
 
 def test_the_analysis_gives_the_committed_headline():
-    """The summary as bench/__main__.py has it before the analysis, then the analysis stored:
+    """The summary as bench/summary.py has it before the analysis, then the analysis stored:
     summary.json again, byte for byte."""
     summary = committed()
     measured = {key: {} if key in PLACEHOLDERS else value for key, value in committed().items()

@@ -1,5 +1,7 @@
 """client.library without a server: segmenting, retries, error mapping and ordering, on a fake Triton."""
 
+import dataclasses
+import inspect
 import threading
 
 import numpy as np
@@ -10,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 from ser_triton.core.audio import AudioError
 from ser_triton.core.contract import ENSEMBLE, LABELS, PROBABILITIES, SAMPLE_RATE, TRANSCRIPT
 from ser_triton.client import library
-from ser_triton.client.library import ClientError, SERClient, ServerUnreachable
+from ser_triton.client.library import ClientError, ClientSettings, SERClient, ServerUnreachable
 from ser_triton.core.result import combine, make_segment, segment_bounds
 
 
@@ -87,13 +89,42 @@ def test_short_audio_is_one_request(triton, protocol):
 
 def test_long_audio_is_sent_in_windows_and_combined(triton):
     audio = tone(50.0)
-    result = SERClient(window_seconds=20.0).classify(audio, sample_rate=SAMPLE_RATE, name="long")
+    result = SERClient(window_seconds=20.0, segmenter="fixed").classify(audio, sample_rate=SAMPLE_RATE, name="long")
     bounds = segment_bounds(audio.size, 20.0)
     assert triton.calls == len(bounds) == 3
     expected = combine("long", [make_segment(a, b, fake_probabilities(b - a), f"n{b - a}") for a, b in bounds])
     assert result.segments == expected.segments
     assert result.probabilities == pytest.approx(expected.probabilities)
     assert (result.label, result.transcript, result.duration) == (expected.label, expected.transcript, 50.0)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_library_and_the_cli_cut_long_audio_the_same_way_by_default(protocol):
+    """One default (library.default_segmenter): where the speaker pauses over gRPC, equal windows over
+    HTTP; so a long file gets the same answer from SERClient and from ser-infer."""
+    from ser_triton.client.infer import make_client, parse_args
+
+    library_default = SERClient(protocol=protocol).settings.segmenter
+    assert library_default == {"grpc": "speech", "http": "fixed"}[protocol]
+    assert make_client(parse_args(["x.wav", "--protocol", protocol])).settings.segmenter == library_default
+    assert SERClient(protocol=protocol)._clone().settings.segmenter == library_default
+    assert SERClient(protocol="grpc", segmenter="fixed").settings.segmenter == "fixed"  # a choice still wins
+    with pytest.raises(ValueError, match="speech segmenter streams over gRPC"):
+        SERClient(protocol="http", segmenter="speech")
+
+
+def test_by_default_long_audio_is_streamed_to_the_speech_segmenter(triton, monkeypatch):
+    """Over gRPC a recording longer than the window goes to the server's segmenter, not into windows."""
+    streamed = []
+
+    def stream(self, chunks, sample_rate=SAMPLE_RATE, segmentation=None):
+        streamed.append(sum(chunk.size for chunk in chunks))
+        return iter(())
+
+    monkeypatch.setattr(SERClient, "stream", stream)
+    with pytest.raises(library.NoSpeech):
+        SERClient(window_seconds=20.0).classify(tone(50.0), sample_rate=SAMPLE_RATE)
+    assert streamed == [50 * SAMPLE_RATE] and triton.calls == 0
 
 
 def test_paths_bytes_and_arrays_give_the_same_answer(triton, tmp_path):
@@ -177,7 +208,7 @@ def test_ready_and_bad_settings(triton):
         SERClient(protocol="udp")
     with pytest.raises(ValueError, match="host:port"):
         SERClient("https://example:8001")
-    assert SERClient("http://127.0.0.1:8000/", protocol="http").url == "127.0.0.1:8000"
+    assert SERClient("http://127.0.0.1:8000/", protocol="http").settings.url == "127.0.0.1:8000"
 
 
 def test_ready_is_false_without_a_server():
@@ -227,7 +258,7 @@ def test_grpc_options_add_to_and_override_the_defaults_in_every_channel(channels
 @pytest.mark.parametrize("target", ["dns:///ser-triton-headless:8001", "dns://10.0.0.10/ser:8001",
                                     "ipv4:10.0.0.1:8001,10.0.0.2:8001", "ipv6:[::1]:8001", "unix:///run/triton.sock"])
 def test_grpc_targets_are_kept_as_given(target):
-    assert SERClient(target).url == target
+    assert SERClient(target).settings.url == target
 
 
 def test_grpc_only_settings_are_refused_over_http():
@@ -237,3 +268,30 @@ def test_grpc_only_settings_are_refused_over_http():
         SERClient("127.0.0.1:8000", protocol="http", grpc_options={"grpc.lb_policy_name": "round_robin"})
     with pytest.raises(ValueError, match="gRPC target"):
         SERClient("xds:///ser:8001")
+
+
+def test_a_client_is_made_from_one_settings_record():
+    """Every option of SERClient is a field of ClientSettings, by the same name and in the same order,
+    so a clone made from the record cannot leave a new option behind."""
+    parameters = list(inspect.signature(SERClient.__init__).parameters)[1:]
+    assert parameters == [field.name for field in dataclasses.fields(ClientSettings)]
+
+
+def test_a_clone_keeps_every_setting(tmp_path, monkeypatch):
+    """classify_many's per-request clients carry each option, every one set away from its default here."""
+    certificate = tmp_path / "ca.pem"
+    certificate.write_text("not checked until a TLS connection")
+    grpc = SERClient("10.0.0.1:9001", "grpc", 7.0, 12.0, 5, 0.25, {"grpc.keepalive_time_ms": 10_000},
+                     api_key="k" * 16, tls=True, tls_ca_certificate=certificate, segmenter="speech")
+    http = SERClient("10.0.0.1:9000", "http")
+    defaults = {name: p.default for name, p in inspect.signature(SERClient.__init__).parameters.items()}
+    changed = {name for name, value in grpc.settings.arguments().items() if value != defaults[name]}
+    assert changed == set(defaults) - {"self", "protocol"} and http.settings.protocol != defaults["protocol"]
+    for client in (grpc, http):
+        clone = client._clone()
+        assert clone is not client and clone.settings == client.settings and clone._headers == client._headers
+
+    seen = []
+    monkeypatch.setattr(SERClient, "_classify_samples", lambda self, audio, name: seen.append(self.settings) or name)
+    assert grpc.classify_many([tone(1.0)] * 3, concurrency=2, sample_rate=SAMPLE_RATE) == ["<array>"] * 3
+    assert seen == [grpc.settings] * 3

@@ -129,7 +129,7 @@ def test_bytes_and_arrays_match_the_file(tiny_server, speech_files, protocol):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_two_minutes_are_segmented_and_combined_like_the_reference(tiny_server, two_minutes, reference_results,
                                                                    protocol):
-    with SERClient(url(tiny_server, protocol), protocol) as client:
+    with SERClient(url(tiny_server, protocol), protocol, segmenter="fixed") as client:  # the reference's windows
         result = client.classify(two_minutes)
     expected = reference_results(two_minutes)
     assert len(result.segments) == int(np.ceil(120 / CLIENT_WINDOW_SECONDS)) > 1
@@ -142,7 +142,7 @@ def test_classify_many_returns_results_in_input_order(tiny_server, speech_files,
                                                       reference_results, protocol):
     missing = speech_files[0].with_name("missing.wav")
     sources = [two_minutes, *speech_files[:4], missing, *tone_files[::3]]
-    with SERClient(url(tiny_server, protocol), protocol) as client:
+    with SERClient(url(tiny_server, protocol), protocol, segmenter="fixed") as client:  # the reference's windows
         results = client.classify_many(sources, concurrency=4)
     assert len(results) == len(sources)
     for path, result in zip(sources, results):
@@ -163,9 +163,8 @@ def test_cli_json_lines_equal_the_library(tiny_server, speech_files, tone_files,
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [line["file"] for line in lines] == list(map(str, files))
-    # the CLI cuts long recordings where the speaker pauses over gRPC (equal windows over HTTP)
-    segmenter = "speech" if protocol == "grpc" else "fixed"
-    with SERClient(url(tiny_server, protocol), protocol, segmenter=segmenter) as client:
+    # both cut long recordings where the speaker pauses over gRPC, in equal windows over HTTP: one default
+    with SERClient(url(tiny_server, protocol), protocol) as client:
         for line, path in zip(lines, files):
             direct = client.classify(path).to_json_dict()
             assert set(line) == set(direct)

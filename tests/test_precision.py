@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ser_triton.export import precision, repository
+from ser_triton.core.model_config import read_config
 
 from ser_triton.core import specs
 from ser_triton.export.pipeline import REPORT_FILE, ExportOptions, export, verified
@@ -179,7 +180,7 @@ def test_what_is_served_is_what_the_export_measured(tmp_path, tiny_components, a
     if requested == "bf16":
         export(ExportOptions(out=out, preset="tiny", precision="bf16"), tiny_components)
     choice = json.loads((out / REPORT_FILE).read_text())["precision_choice"]
-    config = repository.read_config(out / specs.ASR / "config.pbtxt")
+    config = read_config(out / specs.ASR / "config.pbtxt")
     assert config.parameters["runtime"].string_value == choice["networks"][specs.ASR]["runtime"]
     all_specs = specs.model_specs(specs.Sizes.of(tiny_components))
     variants = {name: next(v for v in precision.candidates(name, ["amx"]) + list(FIXED.values())

@@ -90,8 +90,7 @@ def test_the_vad_model_takes_a_window_with_context_a_state_and_the_rate():
 def test_probabilities_are_those_of_the_packages_own_wrappers(sentences):
     """silero_vad's OnnxWrapper (same ONNX file, torch around it) and its batched sequence model
     (another export of the network, which states bit-exact agreement) give the same floats."""
-    pytest.importorskip("torch")
-    import torch
+    import torch  # the test extra installs it (with silero-vad's wrappers): no test may skip for want of it
     from silero_vad import load_silero_vad
     from silero_vad.utils_vad import OnnxWrapper
 
@@ -137,13 +136,26 @@ def test_the_detector_refuses_what_is_not_mono_float_audio():
     with pytest.raises(ValueError, match="one-dimensional"):
         SpeechDetector(SESSION).feed(np.zeros((512, 2), np.float32))
     with pytest.raises(ValueError, match="1 NaN or infinite"):
-        Segmenter(SpeechDetector(SESSION)).feed(np.array([0.0, np.nan, 0.1], np.float32))
+        segment(np.array([0.0, np.nan, 0.1], np.float32), SpeechDetector(SESSION))
+
+
+def test_audio_is_scanned_for_nan_once_where_it_enters(sentences, monkeypatch):
+    """segment() scans a recording once; a live chunk is scanned by the stream model where it
+    arrives (tests/test_stream.py), so neither the segmenter nor the detector scans it again."""
+    scanned = []
+    isfinite = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda values: scanned.append(np.size(values)) or isfinite(values))
+    chunk = sentences[0][:seconds(1.0)]
+    Segmenter(SpeechDetector(SESSION)).feed(chunk)
+    assert scanned == []
+    segment(sentences[0], SpeechDetector(SESSION))
+    assert scanned == [sentences[0].size]
 
 
 # --- the rules
 
 
-def test_rule_defaults_fit_the_server_and_a_live_result_within_a_second():
+def test_rule_defaults_fit_the_server_and_decide_an_end_within_a_second_of_audio_after_the_speech():
     assert RULES.threshold == 0.5 and RULES.negative == pytest.approx(0.35)
     assert RULES.max_seconds <= MAX_SECONDS
     assert RULES.padding_seconds < RULES.pause_seconds

@@ -8,6 +8,7 @@ import onnx
 import pytest
 
 from ser_triton.export import repository
+from ser_triton.core.model_config import read_config
 
 from ser_triton.core import specs
 from ser_triton.export.pipeline import ExportOptions, export
@@ -66,7 +67,7 @@ def test_reordered_tensors_still_give_the_reference_answers(tmp_path, monkeypatc
     monkeypatch.setattr(specs, "model_specs", reversed_specs)
     out = tmp_path / "repository"
     export(ExportOptions(out=out, preset="tiny"), tiny_components)
-    text_ids = repository.read_config(out / specs.TEXT_ENCODER / "config.pbtxt").input
+    text_ids = read_config(out / specs.TEXT_ENCODER / "config.pbtxt").input
     assert [t.name for t in text_ids] == ["attention_mask", "input_ids"]  # the order really changed
     onnx_inputs = [i.name for i in onnx.load(str(repository.network_file(out, specs.TEXT_ENCODER))).graph.input]
     assert onnx_inputs == ["input_ids", "attention_mask"]  # the network's own argument order

@@ -44,15 +44,15 @@ def vad_session(path) -> onnxruntime.InferenceSession:
 
 
 def _as_samples(samples) -> np.ndarray:
+    """Mono float32 samples. Not scanned for NaN or infinity: that is done once, where audio enters
+    (the stream model's chunk, segment()'s recording), since one NaN would poison the VAD's state
+    for the rest of the stream."""
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise ValueError(f"samples must be one-dimensional (mono), not shape {samples.shape}")
     if samples.dtype.kind != "f":
         raise ValueError(f"samples must be float in [-1, 1], not {samples.dtype}")
-    samples = samples.astype(np.float32, copy=False)
-    if not np.isfinite(samples).all():  # one NaN would poison the model's state for the rest of the stream
-        raise ValueError(f"samples hold {np.count_nonzero(~np.isfinite(samples))} NaN or infinite values")
-    return samples
+    return samples.astype(np.float32, copy=False)
 
 
 VAD_TENSORS = {"audio": "input", "state": "state", "rate": "sr", "probability": "output", "next_state": "stateN"}
@@ -133,7 +133,8 @@ class SegmentationRules:
         words and clauses of one turn are mostly under half a second, a turn change ~1 s. The end
         is decided when the pause has lasted this long, counted from the first window below
         negative_threshold: within pause + one window (0.672 s) of the end of speech as the model
-        hears it (its own lag is a window or two more), so a live result can come within 1 s.
+        hears it (its own lag is a window or two more), which leaves a live result under 1 s
+        where one utterance's classification takes under ~0.3 s (bench/streaming.py measures it).
     padding_seconds (0.15): audio kept before and after the detected speech, for the onsets and
         tails that a 32 ms window misses (hand-cut IEMOCAP turns hold some silence too). Must be
         shorter than the pause, so the padding after speech has arrived when the end is decided.
@@ -336,7 +337,7 @@ class Segmenter:
         return self._received
 
     def feed(self, samples) -> list:
-        """The events that these samples decide."""
+        """The events that these samples decide; they must be finite (checked where they entered)."""
         if self._finished:
             raise RuntimeError("the stream has finished: start a new Segmenter")
         samples = _as_samples(samples)
@@ -427,6 +428,9 @@ def segment(samples, detector: SpeechDetector, rules: SegmentationRules | None =
     """The utterances of a whole recording: the same as streaming it through a Segmenter, which
     it does in 10 s chunks, so that no copy of the whole recording is held besides the caller's."""
     samples, segmenter, events = _as_samples(samples), Segmenter(detector, rules), []
+    bad = np.count_nonzero(~np.isfinite(samples))
+    if bad:
+        raise ValueError(f"samples hold {bad} NaN or infinite values")
     for start in range(0, samples.size, 10 * SAMPLE_RATE):
         events += segmenter.feed(samples[start:start + 10 * SAMPLE_RATE])
     return [event for event in events + segmenter.finish() if isinstance(event, Utterance)]

@@ -13,6 +13,8 @@ A stream's events leave in audio order. Bounds: at most `max_streams` streams at
 new stream gets an error at its first chunk and the others go on); a stream idle for
 `stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk
 (not 16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
+On the server's metrics port, a gauge counts the live streams and a counter the ended ones by
+how they ended (END_REASONS).
 """
 
 import asyncio
@@ -32,6 +34,11 @@ from .segmentation import Interim, RuleError, SegmentationRules, Segmenter, Spee
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 ENDED_REMEMBERED = 4096
 """How many ended streams' reasons are kept, to answer a late chunk with why its stream ended."""
+END, IDLE, GONE, ERROR, REFUSED = END_REASONS = ("end", "idle", "gone", "error", "refused")
+"""How a stream ended, the `reason` label of the ended streams' counter: its end flagged; idle (no
+audio for stream_idle_seconds: a stopped client, or one that went away between chunks); gone (its
+client went away while an answer was on its way); error (a bad chunk, a failed classification);
+refused (past max_streams)."""
 
 
 class StreamEnded(Exception):
@@ -65,6 +72,7 @@ class TritonPythonModel(Step):
         self.streams: dict[int, Stream] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()
         self.lock = threading.Lock()
+        self._metrics(json.loads(self.parameters[parameters.STREAM_METRICS]))
         self.stopping = threading.Event()
         threading.Thread(target=self._sweep, name="stream-idle-sweep", daemon=True).start()
 
@@ -75,17 +83,34 @@ class TritonPythonModel(Step):
                             f"({self.max_audio_seconds:g} s): lower it, or export with a higher --max-audio-seconds")
         return rules
 
+    def _metrics(self, names: dict) -> None:
+        labels = {"model": self.config["name"]}
+        self.live_family = pb_utils.MetricFamily(name=names["live"], description="live streams: open, their state held",
+                                                 kind=pb_utils.MetricFamily.GAUGE)
+        self.ended_family = pb_utils.MetricFamily(name=names["ended"], description="streams ended, by reason: "
+                                                  + ", ".join(END_REASONS), kind=pb_utils.MetricFamily.COUNTER)
+        self.live = self.live_family.Metric(labels=labels)
+        self.ended_by = {reason: self.ended_family.Metric(labels={**labels, "reason": reason})
+                         for reason in END_REASONS}
+
     def finalize(self):
         self.stopping.set()
+        with self.lock:  # a metric goes before its family (the stub says so otherwise)
+            self.live = self.ended_by = None
+            self.live_family = self.ended_family = None
 
     # --- stream bookkeeping -------------------------------------------------------------------
 
-    def _end(self, corrid: int, reason: str) -> None:
+    def _end(self, corrid: int, reason: str, how: str) -> None:
+        """End a stream, saying why to a late chunk; `how` (END_REASONS) is counted for a live one."""
         with self.lock:
-            self.streams.pop(corrid, None)
+            live = self.streams.pop(corrid, None) is not None
             self.ended[corrid] = reason
             while len(self.ended) > ENDED_REMEMBERED:
                 self.ended.popitem(last=False)
+            if live and self.live is not None:
+                self.ended_by[how].increment(1)
+                self.live.set(len(self.streams))
 
     def _sweep(self) -> None:
         """End the streams that sent nothing for idle_seconds (their client stopped, or went away)."""
@@ -94,7 +119,7 @@ class TritonPythonModel(Step):
             with self.lock:
                 idle = [c for c, s in self.streams.items() if now - s.last_chunk > self.idle_seconds]
             for corrid in idle:
-                self._end(corrid, f"it sent no audio for over {self.idle_seconds:g} s")
+                self._end(corrid, f"it sent no audio for over {self.idle_seconds:g} s", IDLE)
 
     def _open(self, corrid: int, request) -> Stream:
         rules = self.rules
@@ -103,14 +128,17 @@ class TritonPythonModel(Step):
             try:
                 rules = self._rules({**dataclasses.asdict(self.rules), **json.loads(given)})
             except (RuleError, ValueError, TypeError) as error:
+                self.ended_by[ERROR].increment(1)
                 raise StreamEnded(f"this stream's segmentation parameter is not usable: {error}") from None
         with self.lock:
             self.streams.pop(corrid, None)
             self.ended.pop(corrid, None)
             if len(self.streams) >= self.max_streams:
+                self.ended_by[REFUSED].increment(1)
                 raise StreamEnded(f"the server is at its limit of {self.max_streams} live streams: try again in a "
                                   "moment (or on another replica)")
             stream = self.streams[corrid] = Stream(Segmenter(SpeechDetector(self.session, self.vad_tensors), rules))
+            self.live.set(len(self.streams))
         return stream
 
     def _stream(self, corrid: int, start: bool, request) -> Stream:
@@ -127,8 +155,8 @@ class TritonPythonModel(Step):
     def _chunk(self, request, end: bool) -> np.ndarray:
         rate = _value(request, self.inputs["rate"])
         if rate is not None and int(rate.reshape(-1)[0]) != self.sample_rate:
-            raise StreamEnded(f"{self.inputs['rate']} is {int(rate.reshape(-1)[0])} Hz: send mono {self.sample_rate} Hz "
-                              "float32 chunks (the ser client resamples)")
+            raise StreamEnded(f"{self.inputs['rate']} is {int(rate.reshape(-1)[0])} Hz: send mono "
+                              f"{self.sample_rate} Hz float32 chunks (the ser client resamples)")
         chunk = _value(request, self.inputs["audio"]).reshape(-1)
         name = self.inputs["audio"]
         if chunk.size == 0 and not end:
@@ -136,7 +164,7 @@ class TritonPythonModel(Step):
         if chunk.size > self.max_chunk_samples:
             raise StreamEnded(f"{name} holds {chunk.size / self.sample_rate:.1f} s: send chunks of at most "
                               f"{self.max_chunk_samples / self.sample_rate:g} s")
-        bad = np.count_nonzero(~np.isfinite(chunk))
+        bad = np.count_nonzero(~np.isfinite(chunk))  # the chunk's one scan: the segmenter takes it as checked
         if bad:
             raise StreamEnded(f"{name} has {bad} NaN or infinite samples: send finite float32 samples")
         return chunk
@@ -164,7 +192,7 @@ class TritonPythonModel(Step):
             if end:
                 events += stream.segmenter.finish()
         except (StreamEnded, ValueError) as error:
-            self._end(corrid, str(error))
+            self._end(corrid, str(error), ERROR)
             self._send(sender, pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)), FINAL)
             return
@@ -173,7 +201,7 @@ class TritonPythonModel(Step):
                    for event in events]
         stream.sent = asyncio.ensure_future(self._send_in_order(sender, stream.sent, results, corrid))
         if end:
-            self._end(corrid, "its end was flagged")
+            self._end(corrid, "its end was flagged", END)
 
     async def _send_in_order(self, sender, previous, results, corrid: int) -> None:
         if previous is not None:
@@ -185,11 +213,11 @@ class TritonPythonModel(Step):
                 else:
                     response = await result
                 if not self._send(sender, response):
-                    self._end(corrid, "its client went away")
+                    self._end(corrid, "its client went away", GONE)
                     return
         except Exception as error:  # noqa: BLE001 - a failed classification ends its stream, said, never silently
             message = str(error) if isinstance(error, StreamEnded) else f"the stream failed: {error}"
-            self._end(corrid, message)
+            self._end(corrid, message, ERROR)
             self._send(sender, pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)), FINAL)
             return
