@@ -136,3 +136,27 @@ def test_recipes_that_make_no_sense_are_refused(corpus, cache, tmp_path, capsys)
     assert main([str(corpus), "--out", str(tmp_path / "x"), "--cache", str(cache), "--preset", "tiny",
                  "--test-speakers", "s5", "--recipe", "scratch", "--cached-features"]) == 2
     assert "--cached-features runs the encoders once" in capsys.readouterr().err
+
+
+def test_text_branch_off_makes_the_answer_independent_of_the_transcript(corpus, cache, tmp_path):
+    """proj_bert.weight zero and frozen: any transcript gives the same logits, and the checkpoint is still
+    the research format (a zero matrix under its own name)."""
+    from ser_triton.train.network import ResearchModel
+
+    model = ResearchModel.build(ModelBuilder("tiny"))
+    model.freeze(False, "off")
+    acoustic = torch.randn(1, 40, 32)
+    logits = [model(attention_mask=torch.ones(1, length, dtype=torch.int64), acoustic_features=acoustic,
+                    acoustic_frames=torch.tensor([40]), text_features=torch.randn(1, length, 32))["logits"]
+              for length in (3, 9)]
+    assert torch.allclose(logits[0], logits[1], atol=1e-6)
+    report = train(corpus, tmp_path / "off", cache, "--test-speakers", "s5", "--val-speakers", "s4", "--epochs", "2",
+                   "--text-branch", "off")
+    state = load_checkpoint(report["best_checkpoint"])
+    assert report["recipe"]["text_branch"] == "off" and not state["proj_bert.weight"].any()
+    assert state["proj_bert.bias"].any()
+    fresh = ResearchModel.build(ModelBuilder("tiny"))
+    different = [fresh(attention_mask=torch.ones(1, length, dtype=torch.int64), acoustic_features=acoustic,
+                       acoustic_frames=torch.tensor([40]), text_features=torch.randn(1, length, 32))["logits"]
+                 for length in (3, 9)]
+    assert not torch.allclose(different[0], different[1], atol=1e-6), "positive control: the text moves a fresh head"

@@ -53,11 +53,17 @@ class ResearchModel(FusionHead):
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         self.class_weights = weights
 
-    def freeze(self, acoustic_encoder: bool, text_encoder: bool) -> None:
-        """Stop the frozen encoders' gradients (they also run in eval mode: no dropout)."""
-        for module, frozen in ((self.hubert, acoustic_encoder), (self.bert, text_encoder)):
+    def freeze(self, acoustic_encoder: bool, text_branch: str) -> None:
+        """Stop the gradients of what does not train (frozen encoders also run in eval mode: no dropout).
+        text_branch "off": BERT frozen and `proj_bert.weight` zero and frozen, so every token's feature is
+        `proj_bert.bias`, and the head's answer does not depend on the transcript."""
+        for module, frozen in ((self.hubert, acoustic_encoder), (self.bert, text_branch != "train")):
             module.requires_grad_(not frozen)
             module.frozen = frozen
+        if text_branch == "off":
+            with torch.no_grad():
+                self.proj_bert.weight.zero_()
+            self.proj_bert.weight.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -22,7 +22,10 @@ class Recipe:
     name: str
     summary: str
     train_acoustic_encoder: bool = _knob(True, "fine-tune the acoustic encoder (HuBERT)")
-    train_text_encoder: bool = _knob(True, "fine-tune the text encoder (BERT)")
+    text_branch: str = _knob("train", "train: fine-tune the text encoder (BERT) with the head; frozen: BERT as it is, "
+                                      "the head learns to read it; off: audio only (BERT frozen, the head's "
+                                      "projection of it zero and frozen: the transcript cannot move the answer, and "
+                                      "the checkpoint keeps the research format)")
     cached_features: bool = _knob(False, "run the frozen encoders once over every clip and keep their outputs "
                                          "on disk (memory-mapped); only the fusion head trains")
     learning_rate: float = _knob(1e-5, "peak learning rate (AdamW)")
@@ -51,9 +54,11 @@ class Recipe:
     def problems(self) -> list[str]:
         """What makes no sense in this recipe, one line each, as --flags."""
         found = []
-        if self.cached_features and (self.train_acoustic_encoder or self.train_text_encoder):
+        if self.text_branch not in TEXT_BRANCHES:
+            found.append(f"--text-branch {self.text_branch}: one of {', '.join(TEXT_BRANCHES)}")
+        if self.cached_features and (self.train_acoustic_encoder or self.text_branch == "train"):
             found.append("--cached-features runs the encoders once: it needs --no-train-acoustic-encoder and "
-                         "--no-train-text-encoder")
+                         "--text-branch frozen or off")
         for name, value in (("batch-size", self.batch_size), ("epochs", self.epochs), ("patience", self.patience),
                             ("learning-rate", self.learning_rate)):
             if not value > 0:
@@ -72,6 +77,8 @@ class Recipe:
         return found
 
 
+TEXT_BRANCHES = ("train", "frozen", "off")
+
 KNOBS = tuple(f for f in dataclasses.fields(Recipe) if "help" in f.metadata)
 """The fields a command line may change."""
 
@@ -83,7 +90,7 @@ RECIPES = {
     "frozen": Recipe(
         "frozen", "frozen encoders (SUPERB's protocol): their outputs computed once and cached on disk, then "
                   "only the fusion head trains, in seconds per epoch",
-        train_acoustic_encoder=False, train_text_encoder=False, cached_features=True,
+        train_acoustic_encoder=False, text_branch="frozen", cached_features=True,
         learning_rate=1e-3, weight_decay=0.01, batch_size=32, epochs=200, patience=20, class_balanced=True),
     "scratch": Recipe(
         "scratch", "small random networks from scratch on a CPU: end to end at a higher learning rate, "

@@ -266,7 +266,7 @@ def train_split(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, 
         raise TrainError(f"{split.name}: {len(parts['train'])} training clips, fewer than one batch "
                          f"({recipe.batch_size}): give --batch-size {len(parts['train'])} or less, or more data")
     model = ResearchModel.build(builder, recipe.encoder_dropout)
-    model.freeze(not recipe.train_acoustic_encoder, not recipe.train_text_encoder)
+    model.freeze(not recipe.train_acoustic_encoder, recipe.text_branch)
     if recipe.class_balanced:
         model.set_class_weights(class_weights([LABELS.index(c.utterance.label) for c in parts["train"]], len(LABELS)))
     features, cache_seconds = None, None
