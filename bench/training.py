@@ -28,7 +28,7 @@ from ser_triton.bench import mfcc_baseline
 from ser_triton.bench.report import load_average
 from ser_triton.evaluation.datasets import load_dataset, parse_label_map
 from ser_triton.export.cpu_features import machine
-from ser_triton.train.session import TRAINING_JSON
+from ser_triton.train.summary import TRAINING_JSON
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -88,7 +88,8 @@ def test_test_predictions_are_ser_evaluates_records_of_the_test_split(trained):
         assert p.keys() == shape.keys()
         assert list(p["probabilities"]) == list(LABELS) and sum(p["probabilities"].values()) == pytest.approx(1)
         assert p["predicted_label"] == max(p["probabilities"], key=p["probabilities"].get)
-    assert report["test"]["wa"] == pytest.approx(np.mean([p["predicted_label"] == p["gold_label"] for p in predictions]))
+    correct = [p["predicted_label"] == p["gold_label"] for p in predictions]
+    assert report["test"]["wa"] == pytest.approx(np.mean(correct))
 
 
 def test_the_research_class_and_make_export_load_the_checkpoint_and_give_its_answers(trained):

@@ -43,7 +43,8 @@ def optional(kind):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", metavar="DATA", help="a manifest (.csv, .tsv, .jsonl) or an IEMOCAP release folder")
     parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="output folder (default checkpoints/)")
     add_model_arguments(parser, aliases=False, seed_help="seed of the random presets, the split's random choices, "

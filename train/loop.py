@@ -57,7 +57,8 @@ def arguments(recipe: Recipe, out: Path, seed: int, device: str, processes: int)
         per_device_train_batch_size=recipe.batch_size // processes,
         per_device_eval_batch_size=max(1, recipe.batch_size // processes),
         learning_rate=recipe.learning_rate, weight_decay=recipe.weight_decay, optim="adamw_torch",
-        num_train_epochs=recipe.epochs, lr_scheduler_type=recipe.scheduler, warmup_steps=recipe.warmup_ratio,  # a float below 1: a share
+        num_train_epochs=recipe.epochs, lr_scheduler_type=recipe.scheduler,
+        warmup_steps=recipe.warmup_ratio,  # below 1: a share of the steps
         max_grad_norm=recipe.max_grad_norm if recipe.max_grad_norm is not None else 0.0,
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         metric_for_best_model=METRIC, greater_is_better=True, load_best_model_at_end=False,

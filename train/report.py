@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ser_triton.core.contract import LABELS
 from ser_triton.evaluation.report import plot_confusion
-from ser_triton.train import files
+from ser_triton.train import files, summary
 
 SPEAKER_DEPENDENT = ("SPEAKER-DEPENDENT: validation clips come from the training speakers (--split research), so "
                      "validation scores and the accuracy in the checkpoint names are higher than on new speakers")
@@ -153,3 +153,13 @@ def limits(report: dict) -> list[str]:
 
 def _row(cells) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def write(out: Path, data: dict, test_clips, test_logits) -> None:
+    """Every file of a finished run but its checkpoints, training.json last."""
+    files.write_jsonl(out / summary.OUTPUTS["test_predictions"], summary.records(test_clips, test_logits))
+    write_test_split(out / summary.OUTPUTS["test_split"], test_clips)
+    plot_curves(data["curves"], data["best_epoch"], data["title"], out / summary.OUTPUTS["curves"])
+    plot_test_confusion(data, out / summary.OUTPUTS["confusion"])
+    files.write_text(out / summary.OUTPUTS["model_card"], model_card(data))
+    files.write_json(out / summary.TRAINING_JSON, data)

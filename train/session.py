@@ -10,13 +10,10 @@ the caches, and sends what it found to the others; every process trains; the fir
 
 import dataclasses
 import json
-from importlib import metadata
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +21,22 @@ import safetensors.torch
 import torch
 
 from ser_triton.core.contract import CLIENT_WINDOW_SECONDS, LABELS
-from ser_triton.core.result import Result
 from ser_triton.evaluation import metrics
 from ser_triton.evaluation.datasets import DataError, Dataset, Skipped, load_dataset
-from ser_triton.evaluation.systems import prediction_record
-from ser_triton.export.cpu_features import machine
 from ser_triton.model.errors import ModelError
 from ser_triton.model.sources import ModelBuilder, ModelSources
-from ser_triton.train import calibration, files, report
+from ser_triton.train import calibration, files, report, summary
+from ser_triton.train.summary import TRAINING_JSON
 from ser_triton.train.batches import ClipDataset
 from ser_triton.train.clips import Clip, skip, survey
 from ser_triton.train.errors import TrainError
-from ser_triton.train.features import build_cache, FeatureCache
+from ser_triton.train.features import FeatureCache, build_cache
 from ser_triton.train.loop import PROGRESS, RESUME, make_trainer
 from ser_triton.train.network import ResearchModel, class_weights
+from ser_triton.train.processes import is_first_process, on_first_process, processes, start_processes
 from ser_triton.train.recipes import RECIPES, Recipe
 from ser_triton.train.splits import PARTS, Split, SplitOptions, check_split, make_splits
 from ser_triton.train.transcripts import ServedASR, tokenizer_for
-
-TRAINING_JSON = "training.json"
-OUTPUTS = {"test_predictions": "test_predictions.jsonl", "test_split": "test_split.csv", "curves": "curves.png",
-           "confusion": "confusion.png", "model_card": "MODEL_CARD.md"}
-
 
 def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ser-triton" / "train"
@@ -82,41 +73,6 @@ class TrainOptions:
                 "processes": processes()}
 
 
-# Processes (torchrun) ---------------------------------------------------------------------------
-
-def processes() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_first_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def start_processes(device: str) -> None:
-    """Join torchrun's process group (gloo on CPUs, nccl on GPUs) before the data is read."""
-    if processes() > 1 and not torch.distributed.is_initialized():
-        if device == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
-
-
-def on_first_process(work):
-    """work() on the first process only, its result (or its error) sent to every other."""
-    if processes() == 1:
-        return work()
-    box = [None]
-    if is_first_process():
-        try:
-            box = [("ok", work())]
-        except Exception as error:  # noqa: BLE001 - raised again on every process below
-            box = [("error", error)]
-    torch.distributed.broadcast_object_list(box, src=0)
-    status, value = box[0]
-    if status == "error":
-        raise value
-    return value
-
-
 # The data ------------------------------------------------------------------------------------
 
 def read_data(options: TrainOptions) -> Dataset:
@@ -146,8 +102,8 @@ def model_builder(options: TrainOptions) -> ModelBuilder:
     try:
         return ModelBuilder(options.preset, options.sources, options.checkpoint, options.seed)
     except ModelError as error:
-        raise TrainError(f"--preset {options.preset}"
-                         + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "") + f": {error}") from None
+        flags = f"--preset {options.preset}" + (f" --checkpoint {options.checkpoint}" if options.checkpoint else "")
+        raise TrainError(f"{flags}: {error}") from None
 
 
 def prepare(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, tokenizer):
@@ -180,10 +136,10 @@ def run(options: TrainOptions) -> dict:
         reports.append(train_split(options, builder, dataset, split, by_position, empty_ids, out, survey_seconds))
     if len(splits) == 1:
         return reports[0]
-    summary = folds_summary(options, reports)
+    folds = summary.folds_summary(options, reports)
     if is_first_process():
-        files.write_json(options.out / TRAINING_JSON, summary)
-    return summary
+        files.write_json(options.out / TRAINING_JSON, folds)
+    return folds
 
 
 def _by_position(dataset: Dataset, clips: dict) -> dict:
@@ -300,10 +256,10 @@ def train_split(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, 
     if is_first_process():
         files.save_tensors(best, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     test = trainer.predict(sets["test"]).predictions.astype(np.float64)
-    report_data = build_report(options, builder, dataset, split, parts, skipped, progress, best, temperature,
+    report_data = summary.build_report(options, builder, dataset, split, parts, skipped, progress, best, temperature,
                                validation, test, {"survey_seconds": survey_seconds, "cache_seconds": cache_seconds})
     if is_first_process():
-        write_outputs(out, report_data, parts["test"], test)
+        report.write(out, report_data, parts["test"], test)
         progress["complete"] = True
         files.write_json(out / RESUME / PROGRESS, progress)
     return report_data
@@ -314,139 +270,3 @@ def epoch_audio_seconds(clips: list[Clip], recipe: Recipe) -> float:
     seconds = [min(c.seconds, recipe.crop_seconds) if recipe.crop_seconds else c.seconds for c in clips]
     used = (len(clips) // recipe.batch_size) * recipe.batch_size
     return float(np.sum(seconds) * used / len(clips))
-
-
-# The report ----------------------------------------------------------------------------------
-
-def records(clips: list[Clip], logits: np.ndarray) -> list[dict]:
-    """ser-evaluate's prediction records (predictions.jsonl's lines) of clips and their logits."""
-    rows = []
-    for clip, probabilities in zip(clips, calibration.softmax(logits)):
-        result = Result(str(clip.utterance.path), LABELS[int(np.argmax(probabilities))],
-                        {label: float(p) for label, p in zip(LABELS, probabilities)}, clip.transcript, clip.seconds)
-        rows.append(prediction_record(result, clip.utterance))
-    return rows
-
-
-def calibration_of(logits_before: np.ndarray, logits_after: np.ndarray, labels: np.ndarray) -> dict:
-    before, after = calibration.softmax(logits_before), calibration.softmax(logits_after)
-    return {"ece_before": calibration.expected_calibration_error(before, labels),
-            "ece_after": calibration.expected_calibration_error(after, labels),
-            "nll_before": calibration.nll(before, labels), "nll_after": calibration.nll(after, labels)}
-
-
-def data_summary(options: TrainOptions, dataset: Dataset, parts: dict, skipped: list[Skipped]) -> dict:
-    usable = [c.utterance for part in PARTS for c in parts[part]]
-    mapped = {}
-    for u in usable:
-        spelling = (u.original_label or u.label).strip().lower()
-        if spelling in options.label_map:
-            mapped[f"{spelling} -> {u.label}"] = mapped.get(f"{spelling} -> {u.label}", 0) + 1
-    left_out = {}
-    for row in dataset.skipped:
-        if row.by_design and row.label is not None:
-            left_out[row.label] = left_out.get(row.label, 0) + 1
-    problems = [row for row in dataset.skipped + skipped if not row.by_design]
-    reasons = {}
-    for row in problems:
-        reasons[row.reason] = reasons.get(row.reason, 0) + 1
-    return {"source": str(options.data), "kind": dataset.kind, "name": dataset.name, "text": options.text,
-            "utterances": len(usable), "labels": report_counts(usable), "label_map": options.label_map,
-            "audio_seconds": float(sum(c.seconds for part in PARTS for c in parts[part])),
-            "mapped": mapped, "left_out": left_out, "n_skipped": len(problems), "skipped": reasons,
-            "skipped_rows": [{"source": r.source, "reason": r.reason, "detail": r.detail} for r in problems]}
-
-
-def report_counts(utterances) -> dict:
-    return {label: sum(u.label == label for u in utterances) for label in LABELS}
-
-
-def build_report(options, builder, dataset, split, parts, skipped, progress, best, temperature, validation, test,
-                 timings) -> dict:
-    labels = {part: np.array([LABELS.index(c.utterance.label) for c in parts[part]]) for part in ("validation", "test")}
-    scored = {}
-    for part, logits in (("validation", validation / temperature), ("test", test)):
-        scored[part] = metrics.score_records(records(parts[part], logits), options.bootstrap, options.seed)
-    calibrated = {"temperature": temperature, "bins": calibration.ECE_BINS, "fitted_on": "validation",
-                  "validation": calibration_of(validation, validation / temperature, labels["validation"]),
-                  "test": calibration_of(test * temperature, test, labels["test"])}
-    for part in ("validation", "test"):
-        scored[part]["calibration"] = calibrated[part]
-    split_description = split.describe() | {
-        "utterances": {p: len(parts[p]) for p in PARTS},
-        "labels": {p: report_counts([c.utterance for c in parts[p]]) for p in PARTS},
-        "speakers": {p: sorted({c.utterance.speaker for c in parts[p]}) for p in PARTS}}
-    epochs = progress["epochs"]
-    title = (f"{dataset.name}: {options.recipe.name} recipe, preset {options.preset}, {split.name}"
-             + ("" if split.speaker_independent else " (SPEAKER-DEPENDENT validation)"))
-    rates = [e["audio_seconds_per_second"] for e in epochs]
-    margins = [c.asr_margin for c in parts["test"]]
-    return {
-        "title": title,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": options.command,
-        "data": data_summary(options, dataset, parts, skipped),
-        "split": split_description,
-        "recipe": {"name": options.recipe.name, "summary": options.recipe.summary, **options.recipe.knobs()},
-        "model": {**builder.description, "checkpoint": None if options.checkpoint is None else str(options.checkpoint)},
-        "seed": options.seed,
-        "device": options.device,
-        "processes": processes(),
-        "machine": machine(),
-        "versions": {"ser-triton": _version("ser-triton"), "python": platform.python_version(),
-                     **machine()["versions"]},
-        "curves": epochs,
-        "best_epoch": progress["best_epoch"],
-        "best_checkpoint": str(best),
-        "speaker_independent": split.speaker_independent,
-        "validation": scored["validation"],
-        "test": scored["test"],
-        "confusion": scored["test"]["confusion"],
-        "calibration": calibrated,
-        "asr": {"transcripts": "the exported fp32 ONNX ASR in the server's session, one clip at a time, decoded by "
-                               "the ctc_tokenize step's code",
-                "smallest_top2_logit_gap_test": float(min(margins)) if margins else None},
-        "throughput": {"train_audio_seconds_per_second": float(np.median(rates)) if rates else None,
-                       "train_seconds": float(sum(e["train_seconds"] for e in epochs)),
-                       "reading_clips_seconds": timings["survey_seconds"],
-                       "caching_features_seconds": timings["cache_seconds"]},
-        "export": f"make export PRESET={options.preset} CHECKPOINT={best}",
-        "outputs": {**{k: str(Path(best).parent / v) for k, v in OUTPUTS.items()}},
-    }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def write_outputs(out: Path, data: dict, test_clips: list[Clip], test_logits: np.ndarray) -> None:
-    files.write_jsonl(out / OUTPUTS["test_predictions"], records(test_clips, test_logits))
-    report.write_test_split(out / OUTPUTS["test_split"], test_clips)
-    report.plot_curves(data["curves"], data["best_epoch"], data["title"], out / OUTPUTS["curves"])
-    report.plot_test_confusion(data, out / OUTPUTS["confusion"])
-    files.write_text(out / OUTPUTS["model_card"], report.model_card(data))
-    files.write_json(out / TRAINING_JSON, data)
-
-
-# Folds -----------------------------------------------------------------------------------------
-
-def folds_summary(options: TrainOptions, reports: list[dict]) -> dict:
-    """Mean and standard deviation over the folds of each test and validation score."""
-    summary = {"folds": [], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": options.command, "recipe": reports[0]["recipe"], "model": reports[0]["model"],
-               "seed": options.seed, "speaker_independent": all(r["speaker_independent"] for r in reports)}
-    for r in reports:
-        summary["folds"].append({"split": r["split"]["name"], "how": r["split"]["how"],
-                                 "best_checkpoint": r["best_checkpoint"], "best_epoch": r["best_epoch"],
-                                 **{f"{part}_{key}": r[part][key] for part in ("validation", "test")
-                                    for key in ("wa", "ua", "macro_f1")}})
-    for part in ("validation", "test"):
-        summary[part] = {}
-        for key in ("wa", "ua", "macro_f1"):
-            values = np.array([r[part][key] for r in reports], dtype=np.float64)
-            summary[part][key] = float(values.mean())
-            summary[part][f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return summary
