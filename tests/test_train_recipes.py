@@ -160,3 +160,23 @@ def test_text_branch_off_makes_the_answer_independent_of_the_transcript(corpus, 
                        acoustic_frames=torch.tensor([40]), text_features=torch.randn(1, length, 32))["logits"]
                  for length in (3, 9)]
     assert not torch.allclose(different[0], different[1], atol=1e-6), "positive control: the text moves a fresh head"
+
+
+def test_the_small_preset_has_a_group_normed_front_end_that_pads_exactly():
+    """small: tiny with a 6-layer front end whose first layer is GroupNorm'ed (its statistics over each
+    utterance's valid frames, model.networks): a padded batch gives each utterance what it gives alone."""
+    small, tiny = (ModelBuilder(preset).network("acoustic_encoder") for preset in ("small", "tiny"))
+    assert isinstance(small.feature_extractor.conv_layers[0].layer_norm, torch.nn.GroupNorm)
+    assert len(small.feature_extractor.conv_layers) == 6 and small.config.hidden_size == tiny.config.hidden_size
+    encoder = AcousticEncoder(small)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) for n in (8000, 13000)]
+    batch = torch.zeros(2, 13000)
+    for row, clip in enumerate(clips):
+        batch[row, : clip.size] = torch.from_numpy(clip)
+    with torch.no_grad():
+        padded, frames = encoder(batch, torch.tensor([c.size for c in clips]))
+        for row, clip in enumerate(clips):
+            alone, _ = encoder(torch.from_numpy(clip)[None], torch.tensor([clip.size]))
+            assert frames[row] == alone.shape[1] > 0
+            assert (padded[row, : frames[row]] - alone[0]).abs().max() < 1e-5

@@ -1,7 +1,7 @@
 """The frozen recipe's cache: both encoders' outputs for every clip, computed once, memory-mapped.
 
-Each clip runs alone through the served acoustic and text encoders (model.networks, eval mode), as
-the server runs it. The outputs of all clips go into two flat float32 files on disk
+Each clip runs alone through the served acoustic and text encoders (model.networks, eval mode, fp32,
+on the model's device), as the server runs it. The outputs of all clips go into two flat float32 files on disk
 (`acoustic.f32` [frames, width], `text.f32` [tokens, width]) with an index of where each clip's rows
 are; training maps the files, so memory does not grow with the corpus. The cache is keyed by the
 encoders' weights and the clips (their audio's digests and token ids): other weights or other
@@ -62,6 +62,7 @@ def build_cache(model, clips: list[tuple[Clip, np.ndarray]], empty_ids: np.ndarr
     if (folder / INDEX).is_file():
         return FeatureCache(folder)
     acoustic, text = AcousticEncoder(model.hubert).eval(), TextEncoder(model.bert).eval()
+    device = next(model.hubert.parameters()).device
     folder.parent.mkdir(parents=True, exist_ok=True)
     rows, frame_count, token_count = {}, 0, 0
     with tempfile.TemporaryDirectory(prefix=".features-", dir=folder.parent) as scratch:
@@ -73,9 +74,10 @@ def build_cache(model, clips: list[tuple[Clip, np.ndarray]], empty_ids: np.ndarr
                 if row_key(clip, ids) in rows:
                     continue
                 audio, _ = read_clip(clip.utterance.path)
-                features, _ = acoustic(torch.from_numpy(audio)[None], torch.tensor([audio.size]))
+                waveform = torch.from_numpy(audio)[None].to(device)
+                features, _ = acoustic(waveform, torch.tensor([audio.size], device=device))
                 words = _text_features(text, ids)
-                features.numpy()[0].astype(np.float32).tofile(acoustic_file)
+                features[0].float().cpu().numpy().tofile(acoustic_file)
                 words.tofile(text_file)
                 rows[row_key(clip, ids)] = [frame_count, features.shape[1], token_count, len(words)]
                 frame_count, token_count = frame_count + features.shape[1], token_count + len(words)
@@ -89,5 +91,5 @@ def build_cache(model, clips: list[tuple[Clip, np.ndarray]], empty_ids: np.ndarr
 
 
 def _text_features(text: TextEncoder, ids: np.ndarray) -> np.ndarray:
-    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))[None]
-    return text(ids, torch.ones_like(ids))[0].numpy().astype(np.float32)
+    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))[None].to(next(text.parameters()).device)
+    return text(ids, torch.ones_like(ids))[0].float().cpu().numpy()

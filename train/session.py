@@ -230,6 +230,7 @@ def train_split(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, 
         started = time.perf_counter()
         texts = [(c, c.input_ids(options.text)) for c in parts["train"] + parts["validation"]]
         texts += [(c, c.transcript_ids) for c in parts["test"]]
+        model.to(options.device)  # the encoders run where training will
         folder = on_first_process(lambda: build_cache(model, texts, empty_ids, options.cache).folder)
         features, cache_seconds = FeatureCache(folder), time.perf_counter() - started
     sets = {"train": ClipDataset(parts["train"], options.text, empty_ids, recipe.crop_seconds, recipe.text_dropout,
