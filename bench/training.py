@@ -2,6 +2,7 @@
 
     python -m ser_triton.bench.training                     # every run of RUNS, then bench/results/training.*
     python -m ser_triton.bench.training --runs scratch:tiny --fresh
+    python -m ser_triton.bench.training --runs scratch:small:text-branch=train,epochs=40     # knobs of a run
 
 Each run is `ser-train` on RAVDESS's four classes (actors 01-18 train, validation speakers among
 them, actors 19-24 test), in its own folder under bench/work/training (reused while its settings are
@@ -39,36 +40,50 @@ LEFT_OUT = "calm,fearful,disgust,surprised=drop"
 TEST_SPEAKERS = tuple(f"actor{n:02d}" for n in range(19, 25))
 VALIDATION_SPEAKERS = ("actor15", "actor16", "actor17", "actor18")
 RUNS = ("scratch:tiny", "frozen:tiny")
-"""recipe:preset pairs measured by default."""
+"""The runs measured by default: recipe:preset[:knob=value,...] (knobs: ser-train's flags)."""
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m ser_triton.bench.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=RAVDESS, help=f"RAVDESS's manifest (default {RAVDESS})")
-    parser.add_argument("--runs", default=",".join(RUNS), help=f"recipe:preset,... (default {','.join(RUNS)})")
+    parser.add_argument("--runs", default=" ".join(RUNS), help="recipe:preset[:knob=value,...] separated by spaces "
+                                                               f"(default {' '.join(RUNS)})")
     parser.add_argument("--map", default=LEFT_OUT, help=f"ser-train's --map (default {LEFT_OUT})")
     parser.add_argument("--test-speakers", default=",".join(TEST_SPEAKERS), help="default: actors 19-24")
     parser.add_argument("--val-speakers", default=",".join(VALIDATION_SPEAKERS),
                         help=f"default: {','.join(VALIDATION_SPEAKERS)}")
     parser.add_argument("--train-args", default="", help="more ser-train flags for every run (e.g. '--epochs 5')")
     parser.add_argument("--fresh", action="store_true", help="train again instead of reusing a finished run")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="PyTorch threads (default 1: 2 threads cost 9x the CPU time per step of the small "
+                             "networks on a shared 2-core machine, docs/training.md)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where training.json and training.png go")
     parser.add_argument("--work", type=Path, default=WORK, help="the runs' folders and ser-train's cache")
     return parser.parse_args(argv)
 
 
+def run_flags(run: str) -> tuple[str, str, list[str]]:
+    """"recipe:preset[:knob=value,...]" -> (recipe, preset, ser-train flags)."""
+    recipe, preset, *knobs = run.split(":")
+    flags = []
+    for knob in ",".join(knobs).split(","):
+        if knob:
+            name, _, value = knob.partition("=")
+            flags += [f"--{name}", value] if value else [f"--{name}"]
+    return recipe, preset, flags
+
+
 def train(run: str, args) -> dict:
     """One recipe:preset run of ser-train (reused if it finished with the same settings); its training.json."""
-    recipe, preset = run.split(":")
-    out = args.work / run.replace(":", "-")
+    recipe, preset, flags = run_flags(run)
+    out = args.work / run.replace(":", "-").replace("=", "-").replace(",", "-")
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "ser_triton.train", str(args.data), "--preset", preset, "--recipe", recipe,
                "--map", args.map, "--test-speakers", args.test_speakers, "--val-speakers", args.val_speakers,
                "--out", str(out), "--cache", str(args.work / "cache"),
-               "--threads", str(args.threads), "--resume", *args.train_args.split()]
+               "--threads", str(args.threads), "--resume", *args.train_args.split(), *flags]
     print(f"bench training: {' '.join(command[2:])}", file=sys.stderr, flush=True)
     subprocess.run(command, check=True)
     return json.loads((out / TRAINING_JSON).read_text())
@@ -136,7 +151,7 @@ def main(argv=None) -> int:
               f"(../shared/data/ravdess next to the repository; --data elsewhere)", file=sys.stderr)
         return 2
     load_before = load_average()
-    runs = [summary_of(run, train(run, args)) for run in args.runs.split(",")]
+    runs = [summary_of(run, train(run, args)) for run in args.runs.split()]
     dataset = load_dataset(args.data, label_map=parse_label_map([args.map]))
     test_speakers = args.test_speakers.split(",")
     test = [u for u in dataset.utterances if u.speaker in test_speakers]

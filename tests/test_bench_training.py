@@ -23,3 +23,11 @@ def test_the_training_stage_writes_each_run_beside_the_baseline(corpus, tmp_path
     assert results["machine"]["cpu"] and (out / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert main(arguments) == 0, "a second run reuses the finished one"
     assert json.loads((out / "training.json").read_text())["runs"][0]["created"] == run["created"]
+
+
+def test_a_run_names_its_recipe_preset_and_knobs():
+    from ser_triton.bench.training import run_flags
+
+    assert run_flags("frozen:tiny") == ("frozen", "tiny", [])
+    assert run_flags("scratch:small:text-branch=off,class-balanced,epochs=40") == (
+        "scratch", "small", ["--text-branch", "off", "--class-balanced", "--epochs", "40"])
