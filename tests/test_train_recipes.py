@@ -129,6 +129,12 @@ def test_crops_and_text_dropout_depend_on_the_seed_epoch_and_clip_only(tmp_path)
     assert 0 < sum(dropped) < len(clips) and dropped == [len(item["input_ids"]) == 2 for item in again]
     whole = ClipDataset(clips, "asr", empty)[0]
     assert whole["waveform"].size == SAMPLE_RATE and list(whole["input_ids"]) == [101, 7, 102]
+    assert np.array_equal(whole["waveform"], audio), "validation and test clips are the audio as it is"
+    augmented = ClipDataset(clips, "asr", empty, noise=0.99, speed=0.1, seed=3)
+    lengths = {augmented[i]["waveform"].size for i in range(len(clips))}
+    assert len(lengths) > 1 and all(0.9 * SAMPLE_RATE <= n <= SAMPLE_RATE / 0.9 for n in lengths)
+    noisy = augmented[0]["waveform"]
+    assert np.array_equal(noisy, augmented[0]["waveform"]) and np.abs(np.diff(noisy)).max() > 10 / SAMPLE_RATE
 
 
 def test_recipes_that_make_no_sense_are_refused(corpus, cache, tmp_path, capsys):

@@ -24,13 +24,16 @@ DROPOUT_FIELDS = {
 """The configuration fields that randomise an encoder in training (HubertConfig, BertConfig)."""
 
 
-def dropout_changes(network: str, value: float | None) -> dict:
-    """Configuration changes that set every dropout of an encoder to `value` (0 also ends HuBERT's
-    SpecAugment); none for None. They change no weight: the networks are built as the preset builds them."""
-    if value is None:
-        return {}
-    changes = dict.fromkeys(DROPOUT_FIELDS[network], value)
-    if network == ACOUSTIC_ENCODER.name and value == 0:
+def config_changes(network: str, dropout: float | None, spec_augment: float | None = None) -> dict:
+    """Configuration changes that set every dropout of an encoder to `dropout` (0 also ends HuBERT's
+    SpecAugment) and HuBERT's SpecAugment masking share; none for None. They change no weight: the
+    networks are built as the preset builds them (SpecAugment is turned off, not its mask removed)."""
+    changes = {} if dropout is None else dict.fromkeys(DROPOUT_FIELDS[network], dropout)
+    if network != ACOUSTIC_ENCODER.name:
+        return changes
+    if spec_augment:
+        changes["mask_time_prob"] = spec_augment
+    if dropout == 0 or spec_augment == 0:
         changes["apply_spec_augment"] = False
     return changes
 
@@ -44,9 +47,10 @@ class ResearchModel(FusionHead):
         self.register_buffer("class_weights", None, persistent=False)
 
     @classmethod
-    def build(cls, builder, encoder_dropout: float | None = None) -> "ResearchModel":
+    def build(cls, builder, encoder_dropout: float | None = None, spec_augment: float | None = None
+              ) -> "ResearchModel":
         """The networks `builder` makes (with its checkpoint's weights), in training mode."""
-        hubert, bert = (builder.network(name, **dropout_changes(name, encoder_dropout))
+        hubert, bert = (builder.network(name, **config_changes(name, encoder_dropout, spec_augment))
                         for name in (ACOUSTIC_ENCODER.name, TEXT_ENCODER.name))
         return cls(hubert, bert, builder.network(FUSION_HEAD.name)).train()
 

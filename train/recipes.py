@@ -37,6 +37,11 @@ class Recipe:
                                              "(none: whole clips); validation and test see whole clips")
     class_balanced: bool = _knob(False, "weight the loss by inverse class frequency in the training split")
     text_dropout: float = _knob(0.0, "share of training clips whose transcript is replaced by an empty one")
+    noise: float = _knob(0.0, "share of training clips given white noise at a random 10-30 dB signal-to-noise ratio")
+    speed: float = _knob(0.0, "most relative speed change of a training clip (0.05: a random factor in 0.95-1.05, "
+                              "pitch and tempo together, by resampling)")
+    spec_augment: float | None = _knob(None, "HuBERT's SpecAugment: the share of frames masked in training "
+                                             "(mask_time_prob; none: the configuration's own; 0: off)")
     encoder_dropout: float | None = _knob(None, "every dropout and LayerDrop of both encoders (none: their "
                                                 "configurations' own); 0 also turns SpecAugment off")
     warmup_ratio: float = _knob(0.0, "share of the steps over which the learning rate rises linearly")
@@ -65,12 +70,16 @@ class Recipe:
                 found.append(f"--{name} must be more than 0, not {value}")
         if self.crop_seconds is not None and not self.crop_seconds > 0:
             found.append(f"--crop-seconds must be more than 0 (or none), not {self.crop_seconds}")
-        if not 0 <= self.text_dropout < 1:
-            found.append(f"--text-dropout is a share of the clips, from 0 up to 1 (not 1), not {self.text_dropout}")
+        for name, share in (("text-dropout", self.text_dropout), ("noise", self.noise), ("speed", self.speed),
+                            ("spec-augment", self.spec_augment or 0)):
+            if not 0 <= share < 1:
+                found.append(f"--{name} is a share, from 0 up to 1 (not 1), not {share}")
         for name, value in (("weight-decay", self.weight_decay), ("encoder-dropout", self.encoder_dropout or 0),
                             ("warmup-ratio", self.warmup_ratio)):
             if value < 0 or (name != "weight-decay" and value >= 1):
                 found.append(f"--{name} {value} is out of range")
+        if self.cached_features and (self.noise or self.speed):
+            found.append("--noise and --speed change the audio, which --cached-features reads once: leave them out")
         schedules = [s.value for s in SchedulerType]
         if self.scheduler not in schedules:
             found.append(f"--scheduler {self.scheduler}: one of {', '.join(schedules)}")

@@ -221,7 +221,7 @@ def train_split(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, 
     if len(parts["train"]) < recipe.batch_size:
         raise TrainError(f"{split.name}: {len(parts['train'])} training clips, fewer than one batch "
                          f"({recipe.batch_size}): give --batch-size {len(parts['train'])} or less, or more data")
-    model = ResearchModel.build(builder, recipe.encoder_dropout)
+    model = ResearchModel.build(builder, recipe.encoder_dropout, recipe.spec_augment)
     model.freeze(not recipe.train_acoustic_encoder, recipe.text_branch)
     if recipe.class_balanced:
         model.set_class_weights(class_weights([LABELS.index(c.utterance.label) for c in parts["train"]], len(LABELS)))
@@ -234,7 +234,7 @@ def train_split(options: TrainOptions, builder: ModelBuilder, dataset: Dataset, 
         folder = on_first_process(lambda: build_cache(model, texts, empty_ids, options.cache).folder)
         features, cache_seconds = FeatureCache(folder), time.perf_counter() - started
     sets = {"train": ClipDataset(parts["train"], options.text, empty_ids, recipe.crop_seconds, recipe.text_dropout,
-                                 options.seed, features),
+                                 options.seed, features, recipe.noise, recipe.speed),
             "validation": ClipDataset(parts["validation"], options.text, empty_ids, features=features),
             "test": ClipDataset(parts["test"], "asr", empty_ids, features=features)}
     trainer = make_trainer(model, recipe, out, options.seed, options.device, sets["train"], sets["validation"],
