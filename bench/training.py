@@ -39,7 +39,8 @@ RAVDESS = Path(os.environ.get("SER_RAVDESS", ROOT.parent / "shared" / "data" / "
 LEFT_OUT = "calm,fearful,disgust,surprised=drop"
 TEST_SPEAKERS = tuple(f"actor{n:02d}" for n in range(19, 25))
 VALIDATION_SPEAKERS = ("actor15", "actor16", "actor17", "actor18")
-RUNS = ("scratch:tiny", "frozen:tiny")
+RUNS = ("scratch:small", "scratch:small:text-branch=frozen", "scratch:small:text-branch=train",
+        "scratch:small:text-branch=train,text=reference", "scratch:tiny", "frozen:tiny")
 """The runs measured by default: recipe:preset[:knob=value,...] (knobs: ser-train's flags)."""
 
 

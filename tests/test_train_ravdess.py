@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT, start_server
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(1800)]
 
-PRESET = "tiny"
+PRESET = "small"
 RECIPE = ["--recipe", "scratch"]
 """The preset and recipe that train well on 2 cores in a few minutes (docs/training.md)."""
 UA_FLOOR = 0.40
@@ -47,7 +47,7 @@ def trained(tmp_path_factory) -> tuple:
     out = tmp_path_factory.mktemp("ravdess-training")
     code = main([str(RAVDESS), "--preset", PRESET, *RECIPE, "--map", LEFT_OUT,
                  "--test-speakers", ",".join(TEST_SPEAKERS), "--val-speakers", ",".join(VALIDATION_SPEAKERS),
-                 "--out", str(out), "--cache", str(tmp_path_factory.mktemp("ravdess-cache")), "--threads", "2"])
+                 "--out", str(out), "--cache", str(tmp_path_factory.mktemp("ravdess-cache")), "--threads", "1"])
     assert code == 0
     return out, json.loads((out / "training.json").read_text())
 
