@@ -95,10 +95,7 @@ def model_card(report: dict) -> str:
         "",
         "## Data",
         "",
-        f"{data['utterances']} usable utterances from `{data['source']}` ({data['kind']}); the text branch trained on "
-        + ("the ASR's transcripts, as served." if data["text"] == "asr" else
-           "the data's reference text (`--text reference`); served, it reads the ASR's transcript, and the test "
-           "split here is scored on the ASR's transcripts, as served."),
+        f"{data['utterances']} usable utterances from `{data['source']}` ({data['kind']}). " + text_of(report),
         "",
         _row(["split", "speakers", "utterances", *LABELS]), _row(["---"] * (3 + len(LABELS))),
     ]
@@ -131,6 +128,18 @@ def model_card(report: dict) -> str:
         lines.append(_row([label, *counts]))
     lines += ["", "## Limits", "", *[f"- {limit}" for limit in limits(report)], ""]
     return "\n".join(lines)
+
+
+def text_of(report: dict) -> str:
+    """What the text branch read, in a sentence."""
+    if report["recipe"]["text_branch"] == "off":
+        return ("The text branch is off (audio only): the head's projection of the text encoder is zero, so the "
+                "transcript does not change the answer.")
+    read = ("the ASR's transcripts, as served" if report["data"]["text"] == "asr" else
+            "the data's reference text (`--text reference`); served, it reads the ASR's transcript, and the test "
+            "split here is scored on the ASR's transcripts, as served")
+    trained = "fine-tuned" if report["recipe"]["text_branch"] == "train" else "frozen"
+    return f"The text branch (its encoder {trained}) trained on {read}."
 
 
 def limits(report: dict) -> list[str]:

@@ -58,7 +58,10 @@ def data_summary(options, dataset, parts: dict, skipped: list) -> dict:
     reasons = {}
     for row in problems:
         reasons[row.reason] = reasons.get(row.reason, 0) + 1
-    return {"source": str(options.data), "kind": dataset.kind, "name": dataset.name, "text": options.text,
+    name = dataset.name
+    if dataset.kind == "manifest":  # a manifest's file name alone says little: its folder and name
+        name = f"{Path(options.data).resolve().parent.name}/{Path(options.data).name}"
+    return {"source": str(options.data), "kind": dataset.kind, "name": name, "text": options.text,
             "utterances": len(usable), "labels": report_counts(usable), "label_map": options.label_map,
             "audio_seconds": float(sum(c.seconds for part in PARTS for c in parts[part])),
             "mapped": mapped, "left_out": left_out, "n_skipped": len(problems), "skipped": reasons,
@@ -85,7 +88,9 @@ def build_report(options, builder, dataset, split, parts, skipped, progress, bes
         "labels": {p: report_counts([c.utterance for c in parts[p]]) for p in PARTS},
         "speakers": {p: sorted({c.utterance.speaker for c in parts[p]}) for p in PARTS}}
     epochs = progress["epochs"]
-    title = (f"{dataset.name}: {options.recipe.name} recipe, preset {options.preset}, {split.name}"
+    data = data_summary(options, dataset, parts, skipped)
+    title = (f"{data['name']}: {options.recipe.name} recipe, preset {options.preset}"
+             + ("" if split.name == "split" else f", {split.name}")
              + ("" if split.speaker_independent else " (SPEAKER-DEPENDENT validation)"))
     rates = [e["audio_seconds_per_second"] for e in epochs]
     margins = [c.asr_margin for c in parts["test"]]
@@ -93,7 +98,7 @@ def build_report(options, builder, dataset, split, parts, skipped, progress, bes
         "title": title,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": options.command,
-        "data": data_summary(options, dataset, parts, skipped),
+        "data": data,
         "split": split_description,
         "recipe": {"name": options.recipe.name, "summary": options.recipe.summary, **options.recipe.knobs()},
         "model": {**builder.description, "checkpoint": None if options.checkpoint is None else str(options.checkpoint)},
