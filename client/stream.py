@@ -4,9 +4,11 @@
 their own (a microphone or a paced file blocks between chunks) on one gRPC bidirectional stream,
 as one Triton sequence with a random 63-bit ID: the first chunk flagged start, an empty last one
 end. Events come back through tritonclient's callback into a queue that the caller's generator
-reads. The stream is done when the end's request and every earlier one have had their final
-response; an error from the server (a bad chunk, the stream limit, a replica that died) ends it
-with ClientError, and so does silence from the server for longer than the client's timeout.
+reads, in audio order (`InOrder`: the server sends them so, and Triton keeps the order of one
+request's responses but not across requests). The stream is done when the end's request and
+every earlier one have had their final response; an error from the server (a bad chunk, the
+stream limit, a replica that died) ends it with ClientError, and so does silence from the server
+for longer than the client's timeout.
 """
 
 import json
@@ -65,6 +67,39 @@ def _event(result) -> StreamEvent | None:
     return StreamEvent(kind, int(result.as_numpy(START_SAMPLE).reshape(-1)[0]), None if end < 0 else end, **answer)
 
 
+class InOrder:
+    """A stream's events in the order the server sent them, whatever order they arrive in.
+
+    Each chunk is a request (ID "0", "1", ... in the order sent), and the server sends a chunk's
+    events only after the previous chunk's final response, so its order is the order of request
+    IDs. Triton delivers the responses of one request in the order sent, but not across requests:
+    a decoupled model's responses may overtake each other between requests (Triton's
+    decoupled-models guide), and under load a later chunk's utterance does arrive before an
+    earlier chunk's. So a request's events go out once every earlier request has had its final
+    response; until then they wait here."""
+
+    def __init__(self):
+        self.due = 0  # the earliest request whose final response has not arrived
+        self.waiting: dict[int, list] = {}  # later requests' events, arrived early
+        self.finished: set[int] = set()  # later requests whose final response arrived early
+
+    def arrived(self, request: int, event: StreamEvent | None, final: bool) -> list[StreamEvent]:
+        """The events that may go out now, in order, after this response (`event` None: it carried
+        none, as the empty final response carries none)."""
+        if request != self.due:
+            self.waiting.setdefault(request, []).extend([event] if event is not None else [])
+            if final:
+                self.finished.add(request)
+            return []
+        ready = [event] if event is not None else []
+        while final:
+            self.due += 1
+            ready += self.waiting.pop(self.due, [])
+            final = self.due in self.finished
+            self.finished.discard(self.due)
+        return ready
+
+
 class LiveStream:
     """One stream; iterate it for its events."""
 
@@ -76,6 +111,7 @@ class LiveStream:
         self.parameters = {"segmentation": json.dumps(segmentation)} if segmentation else None
         self.events: queue.Queue = queue.Queue()
         self.open: set[str] = set()  # requests sent whose final response has not come
+        self.in_order = InOrder()
         self.lock = threading.Lock()
         self.sent_all = threading.Event()
         self.last_heard = time.monotonic()
@@ -87,14 +123,14 @@ class LiveStream:
             self.events.put(StreamError(error.message() if isinstance(error, InferenceServerException) else str(error)))
             return
         response = result.get_response()
-        event = _event(result)
-        if event is not None:
+        final = response.parameters["triton_final_response"].bool_param
+        for event in self.in_order.arrived(int(response.id), _event(result), final):
             self.events.put(event)
-        if response.parameters["triton_final_response"].bool_param:
+        if final:
             with self.lock:
                 self.open.discard(response.id)
                 finished = self.sent_all.is_set() and not self.open
-            if finished:
+            if finished:  # every request has had its final response: InOrder has let every event go
                 self.events.put(_DONE)
 
     def _send(self, number: int, samples: np.ndarray, start: bool, end: bool) -> None:

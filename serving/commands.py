@@ -8,9 +8,9 @@ signals and exit codes are the binary's own:
     .venv/bin/perf_analyzer -m ser --input-data perf_input.json --concurrency-range 1:4
 
 Where the Triton container's server listens on every interface with its control plane open, this
-`tritonserver` listens on loopback and refuses the model-repository, logging, trace and
-shared-memory APIs without the admin key (serving.admin: from $SER_ADMIN_KEY_FILE, else a new
-one), unless the command line says otherwise (--http-address=..., --http-restricted-api=...).
+`tritonserver` listens on loopback and closes the model-repository, logging, trace and
+shared-memory APIs to every request (serving.admin; to the key in $SER_ADMIN_KEY_FILE where it is
+set), unless the command line says otherwise (--http-address=..., --http-restricted-api=...).
 Clients on other machines reach a server through the edge: `make serve`.
 """
 
@@ -46,7 +46,7 @@ def tritonserver(argv=None) -> int:
     arguments += [flag for flag in bundled.CPU_FLAGS if not _given(arguments, flag.split("=")[0])]
     arguments += [f"{flag}=127.0.0.1" for flag in LOOPBACK_FLAGS if not _given(arguments, flag)]
     try:
-        arguments = admin.restricted(arguments)
+        arguments = admin.restricted(arguments, "tritonserver")
     except admin.AdminKeyError as error:
         print(f"tritonserver: {error}", file=sys.stderr)
         return 1

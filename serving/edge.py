@@ -5,15 +5,17 @@ ports, while the servers listen on loopback ports of their own; the Kubernetes e
 config (`python -m ser_triton.serving.edge`, deploy/kubernetes/edge). From serving/edge.conf.template:
 - only health, read-only metadata (model configs and statistics too: perf_analyzer reads them)
   and inference of the served models pass (HTTP paths, gRPC methods); the model-repository,
-  logging, trace and shared-memory APIs are refused here (and the servers refuse them too
-  without the admin key: serving.admin);
+  logging, trace and shared-memory APIs are refused here (and the servers refuse them too, to
+  every request: serving.admin);
 - a request body is bounded before it is buffered: the longest audio the deployment accepts
   (the ensemble's own limit, read from the exported repository) as float32 samples, plus
   headroom for headers; a larger one gets 413 (RESOURCE_EXHAUSTED over gRPC) at once;
 - optional client keys (`Authorization: Bearer KEY`, from a file of keys: a Kubernetes Secret)
   and TLS (a certificate and key: a Kubernetes TLS Secret);
 - HTTP through `proxy_pass`, gRPC (HTTP/2) through `grpc_pass`, each to a live replica, retried
-  on the next one when a replica fails.
+  on the next one when a replica fails; live streams (ModelStreamInfer) through the stream
+  gateways (serving.stream_gateway), which bound each message of a stream to one chunk;
+- the client's key and any admin key are dropped before a request goes on.
 NGINX runs in the foreground as a child of this process (and dies with it), with every file it
 writes in its own work folder; it comes from the system's packages (`make setup` installs the
 Debian package `nginx` where it is missing and it can).
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM
-from ser_triton.serving import admin, lifetime, processes, server_log
+from ser_triton.serving import admin, isolation, lifetime, processes, server_log
 from ser_triton.serving.ports import Addresses
 from ser_triton.serving.supervisor import ServerError, check_ports_free, wait_until_ready
 
@@ -43,7 +45,13 @@ NAME = "nginx (the edge)"
 DRAIN_SECONDS = 20
 """How long a stopping edge (SIGTERM to the launcher: docker stop, Kubernetes) may go on finishing
 the requests it accepted: nginx's worker_shutdown_timeout (edge.conf.template). With the server's
-own stop after it (Triton's exit timeout, 30 s) it fits the pods' terminationGracePeriodSeconds (60)."""
+own stop after it (Triton's exit timeout, 30 s) it fits a container's stop timeout of 60 s, and the
+server pods' terminationGracePeriodSeconds (90, after their 15 s preStop sleep)."""
+
+KEEPALIVE_SECONDS = 5
+"""The edge retires a kept-alive connection to a server after its request once it is this old
+(nginx's upstream keepalive_time, edge.conf.template), so that a server leaving the rotation (a
+Kubernetes pod in its preStop sleep) gets no new request over an old connection."""
 
 FAIL_TIMEOUT = 10.0
 """Seconds a replica stays out of the rotation after a failed request; then one request tries it again."""
@@ -157,13 +165,15 @@ class _Template(string.Template):
 
 
 def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http_port: int, grpc_port: int,
-           work: Path, error_log: str) -> str:
-    """The edge's nginx.conf. With client keys, the keys go into `work`/client-keys.map (mode 0600),
-    which the config includes: the config itself holds no secret."""
+           work: Path, error_log: str, stream_upstreams: list[str] = ()) -> str:
+    """The edge's nginx.conf. Live streams go to `stream_upstreams` (the stream gateways' host:port),
+    or where there are none, straight to the servers' gRPC ports (bounded per stream only). With
+    client keys, the keys go into `work`/client-keys.map (mode 0600), which the config includes: the
+    config itself holds no secret."""
     health = f"max_fails=1 fail_timeout={settings.fail_timeout:g}s"
 
-    def servers(port_of) -> str:
-        return "\n".join(f"        server {u.host}:{port_of(u)} {health};" for u in upstreams)
+    def servers(addresses) -> str:
+        return "\n".join(f"        server {address} {health};" for address in addresses)
 
     if settings.client_keys is None:
         client_keys = "    map $http_authorization $ser_client_key_ok {\n        default 1;\n    }"
@@ -182,7 +192,9 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
     audio = f"{settings.max_audio_seconds:g} s"
     return _Template(TEMPLATE.read_text()).substitute(
         work=work, error_log=error_log, host=host, http_port=http_port, grpc_port=grpc_port,
-        http_servers=servers(lambda u: u.http_port), grpc_servers=servers(lambda u: u.grpc_port),
+        http_servers=servers(f"{u.host}:{u.http_port}" for u in upstreams),
+        grpc_servers=servers(f"{u.host}:{u.grpc_port}" for u in upstreams),
+        stream_servers=servers(stream_upstreams or [f"{u.host}:{u.grpc_port}" for u in upstreams]),
         models="|".join(re.escape(model) for model in settings.models),
         max_body=settings.max_body_bytes, max_stream_body=settings.max_stream_body_bytes, client_keys=client_keys,
         tls_listen=" ssl" if settings.tls else "", tls_settings=tls_settings, admin_header=admin.ADMIN_HEADER,
@@ -194,6 +206,12 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
         refused=(f"not served here: clients may call health, metadata and inference of "
                  f"{', '.join(settings.models)}; the model-repository, logging, trace and shared-memory APIs "
                  "are closed"))
+
+
+def nginx_environment() -> dict[str, str]:
+    """All nginx needs of the launcher's environment (PATH, TZ): nothing else of it (a client key in
+    $SER_API_KEY, a token) is in its processes, whose workers run as another user under root."""
+    return {k: v for k, v in os.environ.items() if k in ("PATH", "TZ")}
 
 
 def nginx_binary() -> Path:
@@ -208,9 +226,11 @@ class Edge(Addresses):
     """NGINX on `host` (its HTTP and gRPC ports), in front of `upstreams`."""
 
     def __init__(self, host: str, http_port: int, grpc_port: int, upstreams: list[Upstream],
-                 settings: EdgeSettings = EdgeSettings(), log_path: Path | None = None, startup_timeout: float = 30.0):
+                 settings: EdgeSettings = EdgeSettings(), log_path: Path | None = None, startup_timeout: float = 30.0,
+                 stream_upstreams: list[str] = ()):
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.upstreams, self.settings, self.startup_timeout = upstreams, settings, startup_timeout
+        self.stream_upstreams = list(stream_upstreams)
         self._work = tempfile.TemporaryDirectory(prefix="ser-edge-")
         os.chmod(self._work.name, 0o755)  # nginx's workers run as nobody when it is started as root
         self.log_path = Path(log_path or Path(self._work.name) / "error.log")
@@ -219,7 +239,8 @@ class Edge(Addresses):
 
     def config(self) -> str:
         return render(self.settings, self.upstreams, host=self.host, http_port=self.http_port,
-                      grpc_port=self.grpc_port, work=Path(self._work.name), error_log=self._error_log())
+                      grpc_port=self.grpc_port, work=Path(self._work.name), error_log=self._error_log(),
+                      stream_upstreams=self.stream_upstreams)
 
     def _error_log(self) -> str:
         """Where nginx writes its log: the log file, or stderr where the launcher's output is the log."""
@@ -237,10 +258,11 @@ class Edge(Addresses):
 
     def start(self) -> "Edge":
         self.check_can_start()
-        log = None if self.log_path == server_log.STDOUT else open(self.log_path, "ab")
+        log = None if self.log_path == server_log.STDOUT else isolation.private_file(self.log_path, append=True)
         self.process = subprocess.Popen(
             [str(nginx_binary()), "-p", self._work.name, "-c", str(self.config_path), "-e", self._error_log()],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifetime.ends_with_parent())
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=nginx_environment(),
+            preexec_fn=lifetime.ends_with_parent())
         if log is not None:
             log.close()
         try:  # ready through the edge: nginx listens and reaches a server
@@ -270,14 +292,7 @@ class Edge(Addresses):
                     self.process.wait(DRAIN_SECONDS + timeout)
                 except subprocess.TimeoutExpired:
                     pass
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            processes.kill_leftovers(self.process.pid)
+            processes.terminate(self.process, timeout)
         self.process = None
 
     def close(self) -> None:
@@ -299,12 +314,16 @@ def _upstream(text: str) -> Upstream:
 def parse_arguments(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ser_triton.serving.edge", description="Run the edge (nginx, in the foreground) in front of Triton "
-        "servers: the Kubernetes edge's entrypoint. `make serve` starts the same edge by itself.")
+        "servers: the Kubernetes edge's entrypoint. SIGTERM drains it (the requests in flight finish). "
+        "`make serve` starts the same edge by itself.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all: a container)")
     parser.add_argument("--http-port", type=int, default=HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=GRPC_PORT)
     parser.add_argument("--upstream", type=_upstream, action="append", required=True, metavar="HOST@HTTP,GRPC",
                         help="a Triton server (or a Service in front of several): ser-triton@8000,8001; repeat for more")
+    parser.add_argument("--stream-upstream", action="append", default=[], metavar="HOST:PORT",
+                        help="a stream gateway (serving.stream_gateway) for live streams; repeat for more "
+                             "(default: streams go straight to the upstreams, bounded per stream only)")
     parser.add_argument("--max-audio-seconds", type=float, default=MAX_SECONDS,
                         help=f"the longest audio a request may carry: the export's --max-audio-seconds "
                              f"(default {MAX_SECONDS:g})")
@@ -327,7 +346,7 @@ def main(argv=None) -> int:
                                 args.tls_key)
         work = Path(tempfile.mkdtemp(prefix="ser-edge-"))
         config = render(settings, args.upstream, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        work=work, error_log="stderr")
+                        work=work, error_log="stderr", stream_upstreams=args.stream_upstream)
         if args.print_config:
             print(config, end="")
             return 0
@@ -336,7 +355,18 @@ def main(argv=None) -> int:
         print(f"serving.edge: {error}", file=sys.stderr)
         return 2
     (work / "nginx.conf").write_text(config)
-    os.execv(binary, [str(binary), "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"])
+    return run_draining([str(binary), "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "stderr"])
+
+
+def run_draining(command: list[str]) -> int:
+    """nginx in the foreground, stopped as the launcher stops its edge: SIGTERM (the kubelet, docker
+    stop) or SIGINT drains it (nginx's graceful stop, SIGQUIT: no new connection, the requests in
+    flight finished for at most DRAIN_SECONDS) where nginx itself would stop at once. Its exit status."""
+    nginx = subprocess.Popen(command, start_new_session=True, preexec_fn=lifetime.ends_with_parent())
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: nginx.send_signal(signal.SIGQUIT))
+    returncode = nginx.wait()
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@
 
 Clients reach the servers only through the edge (serving/edge.py: NGINX on the HTTP and gRPC
 ports), which passes inference, health and metadata of the ensemble, bounds every request by the
-longest audio the export accepts, and can require client keys and TLS; the servers listen on
-loopback ports of their own and refuse their control plane (model loading, logging, trace,
-shared memory) to any request without the admin key that only this launcher holds. It waits
+longest audio the export accepts (and each message of a live stream by one chunk, through the
+stream gateways), and can require client keys and TLS; the servers listen on loopback ports of
+their own, load no model at run time, and close their control plane (model loading, logging,
+trace, shared memory) to every request (serving.admin; --admin-key-file opens it to one key,
+which every local user can then read in the process list). Everything it starts creates its files
+for its own user alone (umask 077), and a server whose Python step dies is restarted. It waits
 until every model is ready and says so; a missing export, a port in use, or a model that
 fails to load ends it with one clear message and a non-zero exit instead of a hang. Ctrl-C,
 SIGTERM or SIGHUP stops it cleanly; killed hard (SIGKILL), it takes its servers with it. At start
@@ -17,13 +20,14 @@ serving.replicas.ReplicaSet: servers (serving.supervisor.TritonServer) behind th
 """
 
 import argparse
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from ser_triton.core.contract import ENSEMBLE
-from ser_triton.serving import admin
+from ser_triton.serving import admin, isolation
 from ser_triton.serving.edge import EdgeSettings
 from ser_triton.serving.replicas import ReplicaSet
 from ser_triton.serving.server_log import STDOUT, name
@@ -69,8 +73,9 @@ def parse_arguments(argv) -> argparse.Namespace:
                         "certificate (PEM, chain first) and --tls-key")
     parser.add_argument("--tls-key", type=Path, metavar="FILE")
     parser.add_argument("--admin-key-file", type=Path, metavar="FILE",
-                        help="the servers' admin key (for an operator that must reach the model-repository API "
-                             "itself); default: a new key at each start, which only the launcher knows")
+                        help="open the servers' control plane (model loading, logging, trace, shared memory) to "
+                             f"requests with this key in the header {admin.ADMIN_HEADER}. WARNING: "
+                             f"{admin.KEY_VISIBLE.replace('%', '%%')}")
     parser.add_argument("--timeout", type=float, default=TritonServer.startup_timeout,
                         help="seconds to wait for readiness")
     parser.add_argument("--log-file", type=Path, default=Path("build/tritonserver.log"),
@@ -88,19 +93,23 @@ def main(argv=None) -> int:
     # A launcher that a script put in the background starts with SIGINT ignored: take it back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parse_arguments(argv)
+    os.umask(isolation.UMASK)  # logs, configs and work folders: for this user alone
     log_file = args.log_file
     if log_file != STDOUT:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file = log_file.resolve()
     try:
+        admin_key = admin.key_from(args.admin_key_file)
         server = TritonServer(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                              args.timeout, log_file, args.server_arg, admin_key=admin.key_from(args.admin_key_file))
+                              args.timeout, log_file, args.server_arg, admin_key=admin_key)
         settings = EdgeSettings(client_keys=args.client_keys, tls_certificate=args.tls_certificate,
                                 tls_key=args.tls_key)
         service = ReplicaSet(server, args.replicas, settings)
     except (ServerError, admin.AdminKeyError) as error:
         print(f"make serve: {error}", file=sys.stderr)
         return 1
+    if admin_key is not None:
+        admin.warn_key_visible("make serve")
     signal.signal(signal.SIGTERM, _raise_stopped)
     signal.signal(signal.SIGHUP, _raise_stopped)
     leftovers = remove_orphaned_shared_memory()

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 STUB = b"triton_python_backend_stub"
@@ -13,6 +14,11 @@ def memory_mib(pid: int) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     found = {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmHWM", "VmRSS")}
     return {"peak_rss_mib": round(found["VmHWM"]), "rss_mib": round(found["VmRSS"])}
+
+
+def reset_peak(pid: int) -> None:
+    """Make a process's peak resident memory (VmHWM) its current one, so that a later peak is new."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def stubs(server_pid: int) -> dict[int, str]:
@@ -62,6 +68,19 @@ def kill_leftovers(group: int) -> None:
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def terminate(process, timeout: float = 10.0) -> None:
+    """SIGTERM to a child (subprocess.Popen), SIGKILL if it is still there after `timeout` seconds,
+    then whatever is left of its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    kill_leftovers(process.pid)
 
 
 def shared_memory_files(server_pid: int, prefix: str) -> set[str]:

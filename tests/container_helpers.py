@@ -1,7 +1,6 @@
 """podman for the container tests: whether it can run here (else the tests skip, saying why), the
 image `make image` builds, containers of it that are always removed, and what podman says of them."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.podman import engine
 from ser_triton.serving.ports import free_port
 from ser_triton.serving.supervisor import ready  # noqa: F401 - the tests read it from here
 from tests.conftest import REPO_ROOT
@@ -36,21 +36,9 @@ def _ours_or_orphaned(session: str) -> bool:
     return session == str(os.getpid()) or not (session.isdigit() and Path(f"/proc/{session}").exists())
 
 
-def podman_environment() -> dict:
-    """Without systemd podman cannot schedule healthcheck timers and says so at every start:
-    DISABLE_HC_SYSTEMD says there are none to schedule (`podman healthcheck run` runs the check)."""
-    env = dict(os.environ)
-    if not Path("/run/systemd/system").is_dir():
-        env["DISABLE_HC_SYSTEMD"] = "true"
-    return env
-
-
 def podman(*arguments: str, check: bool = True, timeout: float = 120, **options) -> subprocess.CompletedProcess:
-    done = subprocess.run(["podman", *arguments], capture_output=True, text=True, timeout=timeout,
-                          env=podman_environment(), **options)
-    if check:
-        assert done.returncode == 0, f"podman {' '.join(arguments)}: {done.stderr}{done.stdout}"
-    return done
+    """deploy/podman/engine.py's podman, as the tests run it: checked, and bounded in time."""
+    return engine.podman(*arguments, check=check, timeout=timeout, **options)
 
 
 def why_podman_cannot_run() -> str | None:
@@ -59,12 +47,12 @@ def why_podman_cannot_run() -> str | None:
     if shutil.which("podman") is None:
         return "podman is not installed: `make setup` as root installs it (deploy/podman/setup.sh)"
     try:
-        info = subprocess.run(["podman", "info", "--format", "json"], capture_output=True, text=True, timeout=60)
+        info = engine.podman("info", "--format", "json", timeout=60)
     except subprocess.TimeoutExpired:
         return "`podman info` does not answer"
     if info.returncode != 0:
         return f"podman cannot run here: {info.stderr.strip()}"
-    if os.geteuid() != 0 and not any(subprocess.run(["podman", "image", "exists", base]).returncode == 0
+    if os.geteuid() != 0 and not any(engine.exists("image", base)
                                      for base in ("python:3.11-slim-bookworm", "localhost/ser-triton-base:bookworm")):
         return "no base image here, and bootstrapping one from Debian (debootstrap) needs root"
     return None
@@ -78,16 +66,16 @@ def make(*arguments: str, timeout: float = MAKE_TIMEOUT) -> tuple[subprocess.Com
     """`make ARGUMENTS` in the repository, and how long it took."""
     started = time.monotonic()
     done = subprocess.run(["make", "--no-print-directory", *arguments], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=podman_environment())
+                          text=True, timeout=timeout, env=engine.environment())
     return done, time.monotonic() - started
 
 
-def image_id(image: str) -> str:
-    return podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+image_id = engine.image_id
 
 
 def inspect(name: str) -> dict:
-    [data] = json.loads(podman("container", "inspect", name).stdout)
+    data = engine.inspect(name)
+    assert data is not None, f"no container {name}"
     return data
 
 

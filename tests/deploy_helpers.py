@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.podman import engine
 from ser_triton.serving.bundled import wheel_root
 from ser_triton.serving.supervisor import TritonServer
 from tests.conftest import REPO_ROOT, require
@@ -26,6 +27,9 @@ DOCKERFILES = {"cpu": DEPLOY / "docker/cpu.Dockerfile", "gpu": DEPLOY / "docker/
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 """Triton's health endpoints (KServe v2 protocol); test_deploy_kubernetes asks a live server for them."""
+
+HEALTH_PROBE = ["python3", "-m", "ser_triton.serving.health"]
+"""The exec probe of the pods without a watchdog (the GPU image, KServe): ready and every Python step alive."""
 
 
 def server_ports() -> dict[str, int]:
@@ -65,9 +69,12 @@ def kubectl() -> str:
 @functools.cache
 def render(directory: Path) -> tuple[dict, ...]:
     """The objects `kubectl kustomize DIRECTORY` renders, as `kubectl apply -k` would send them."""
-    rendered = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True)
-    assert rendered.returncode == 0, f"kubectl kustomize {directory} failed:\n{rendered.stderr}"
-    return tuple(document for document in yaml.safe_load_all(rendered.stdout) if document)
+    kubectl()
+    try:
+        rendered = engine.kustomize(directory)
+    except engine.EngineError as error:
+        pytest.fail(str(error))
+    return tuple(document for document in yaml.safe_load_all(rendered) if document)
 
 
 def find(documents, kind: str, name: str | None = None) -> dict:

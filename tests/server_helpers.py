@@ -1,12 +1,15 @@
 """Raw tritonclient calls, result checks and process checks for the server tests (independent of the
 project's client library)."""
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from ser_triton.core import contract
+from ser_triton.serving import processes
 from ser_triton.serving.ports import free_port
 from ser_triton.serving.supervisor import ready
 from tests.conftest import REPO_ROOT
@@ -151,3 +155,60 @@ def end(launcher: subprocess.Popen, family: dict[int, str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+
+
+class PeakMemory:
+    """How far each process's resident memory rose above where it was at the start, at its peak (MiB):
+    the peaks (VmHWM) are reset at the start, so a body buffered and freed meanwhile still shows."""
+
+    def __init__(self, pids: dict[int, str]):
+        self.names = {pid: name for pid, name in pids.items() if alive(pid)}
+        self.before = {}
+        for pid in self.names:
+            processes.reset_peak(pid)
+            self.before[pid] = processes.memory_mib(pid)["rss_mib"]
+
+    def growth(self) -> dict[str, int]:
+        """'name pid' -> MiB the peak rose above the start, for the processes still alive."""
+        return {f"{name} {pid}": processes.memory_mib(pid)["peak_rss_mib"] - self.before[pid]
+                for pid, name in self.names.items() if alive(pid)}
+
+
+def requests_served_by(http_url: str, model: str) -> int:
+    """The requests `model` has answered, from the statistics the server (or its edge) at http_url gives."""
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as reply:
+        return json.load(reply)["model_stats"][0]["inference_stats"]["success"]["count"]
+
+
+def answers_across_a_stop(http_url: str, grpc_url: str, audios: list, stop) -> tuple[list, int]:
+    """Each audio sent at once, on a client of its own (gRPC and HTTP in turn), to the server or edge at
+    these addresses; `stop()` is called once the server has taken every request (its first step ran
+    each) and not answered them all. Returns each request's answer (emotions, probabilities,
+    transcripts), its exception, or None where none came within 3 minutes, in order; and how many
+    were answered after stop() began: the requests in flight at the stop."""
+    first_step = "audio_input"
+    taken, answered = requests_served_by(http_url, first_step), requests_served_by(http_url, contract.ENSEMBLE)
+    results, finished = [None] * len(audios), [None] * len(audios)
+
+    def send(index: int) -> None:
+        protocol = ("grpc", "http")[index % 2]
+        client = (grpcclient.InferenceServerClient(grpc_url) if protocol == "grpc"
+                  else httpclient.InferenceServerClient(http_url, connection_timeout=180, network_timeout=180))
+        try:
+            results[index] = infer(client, protocol, audios[index][None])
+        except Exception as error:  # noqa: BLE001 - what the client got is the result
+            results[index] = error
+        finished[index] = time.monotonic()
+
+    threads = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(len(audios))]
+    for thread in threads:
+        thread.start()
+    assert eventually(lambda: requests_served_by(http_url, first_step) >= taken + len(audios), 120), \
+        "the server did not take every request"
+    assert requests_served_by(http_url, contract.ENSEMBLE) < answered + len(audios), \
+        "every request was answered before the stop: send longer audio"
+    stopped = time.monotonic()
+    stop()
+    for thread in threads:
+        thread.join(180)
+    return results, sum(1 for at in finished if at is not None and at > stopped)

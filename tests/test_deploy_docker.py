@@ -91,8 +91,14 @@ def test_images_expose_the_servers_ports_and_run_as_a_user(image):
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_images_check_readiness_on_the_http_port(image):
+    """The CPU image asks its edge; the GPU image, with no watchdog, runs the probe that also finds a
+    Python step whose stub died (ser_triton.serving.health, tested in test_deploy_health.py)."""
     [check] = instructions(image, "HEALTHCHECK")
-    assert f"127.0.0.1:{server_ports()['http']}{READY_PATH}" in check
+    if image == "gpu":
+        command = json.loads(check.partition(" CMD ")[2])
+        assert command == ["python3", "-m", "ser_triton.serving.health", "--url", f"127.0.0.1:{server_ports()['http']}"]
+    else:
+        assert f"127.0.0.1:{server_ports()['http']}{READY_PATH}" in check
     start_period = int(re.search(r"--start-period=(\d+)s", check).group(1))
     assert start_period >= 300  # models that load for minutes are not "unhealthy"
 

@@ -17,8 +17,8 @@ REQUESTS = 8
 
 @pytest.fixture(scope="module")
 def two_servers(tiny_repository):
-    with start_server(tiny_repository, watchdog_seconds=None) as first, \
-            start_server(tiny_repository, watchdog_seconds=None) as second:
+    with start_server(tiny_repository) as first, \
+            start_server(tiny_repository) as second:
         yield first, second
 
 

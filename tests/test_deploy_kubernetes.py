@@ -20,13 +20,13 @@ from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
 from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS
-from ser_triton.serving import admin, edge
+from ser_triton.serving import admin, edge, health
 from ser_triton.serving.supervisor import TritonServer
 from tests import deploy_helpers
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import (
-    DEPLOY, DOCKERFILES, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches, nginx,
-    render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
+    DEPLOY, DOCKERFILES, HEALTH_PROBE, KUBERNETES, LIVE_PATH, READY_PATH, blocks, find, flags, locations, matches,
+    nginx, render, render_composed, route, self_signed_certificate, server_ports, tritonserver_default_ports,
     tritonserver_flags,
 )
 
@@ -144,7 +144,11 @@ def check_serving_runtime(runtime: dict, documents) -> None:
     assert command[0] == "tritonserver" and set(arguments) <= tritonserver_flags()
     assert arguments["--strict-readiness"] == "true"
     assert [p["containerPort"] for p in container["ports"]] == [int(arguments["--http-port"])]
-    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": int(arguments["--http-port"])}
+    url = f"127.0.0.1:{arguments['--http-port']}"
+    assert container["readinessProbe"]["exec"]["command"] == [*HEALTH_PROBE, "--url", url]
+    assert container["livenessProbe"]["exec"]["command"] == [*HEALTH_PROBE, "--live", "--url", url]
+    # no startup probe here: the server opens its port once every model is loaded, minutes for full size
+    assert container["livenessProbe"]["initialDelaySeconds"] >= MINIMUM_STARTUP_SECONDS
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == str(server_ports()["metrics"])
     assert container["securityContext"]["runAsNonRoot"] is True
 
@@ -243,11 +247,19 @@ def test_headless_service_lists_ready_pods_for_client_side_balancing(name):
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_probes_use_triton_health_endpoints_and_allow_minutes_to_load(name):
+    """The CPU pods ask their edge (the launcher's watchdog restores a crashed Python step); the GPU pods,
+    with no watchdog, run the probe that also sees a step whose stub died (test_deploy_health.py)."""
     container = server_container(overlay(name))
-    startup, ready, live = (container[p]["httpGet"] for p in ("startupProbe", "readinessProbe", "livenessProbe"))
-    assert (startup["path"], ready["path"], live["path"]) == (READY_PATH, READY_PATH, LIVE_PATH)
-    assert startup["port"] == ready["port"] == live["port"] == "http"
+    assert container["startupProbe"]["httpGet"] == {"path": READY_PATH, "port": "http"}
     assert probe_budget_seconds(container["startupProbe"]) >= MINIMUM_STARTUP_SECONDS
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    if hardware(name) == "gpu":
+        assert "httpGet" not in ready and "httpGet" not in live
+        assert ready["exec"]["command"] == HEALTH_PROBE and live["exec"]["command"] == [*HEALTH_PROBE, "--live"]
+        assert health.parse_arguments([]).url == f"127.0.0.1:{server_ports()['http']}"  # the pods' port
+    else:
+        assert ready["httpGet"] == {"path": READY_PATH, "port": "http"}
+        assert live["httpGet"] == {"path": LIVE_PATH, "port": "http"}
 
 
 def test_the_cpu_launcher_waits_as_long_as_the_startup_probe():
@@ -570,11 +582,14 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
     # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
     upstreams = dict(blocks(config, "upstream"))
     _, http_port, grpc_port = upstream(arguments)
-    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port)):
+    # live streams: no stream gateway on Kubernetes yet, so straight to the servers' gRPC port too
+    for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port), ("triton_stream", grpc_port)):
         assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
         assert "keepalive 32;" in upstreams[pool]
     assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
-    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards)
+    stream = route(grpc, "/inference.GRPCInferenceService/ModelStreamInfer")
+    assert "grpc_pass grpc://triton_stream;" in stream.body
+    assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards and l != stream)
     bound = edge.max_request_bytes(MAX_SECONDS)
     for server, path in ((http, f"/v2/models/{ENSEMBLE}/infer"), (grpc, "/inference.GRPCInferenceService/ModelInfer")):
         assert re.findall(r"client_max_body_size (\d+);", route(server, path).body) == [str(bound)]
@@ -775,18 +790,18 @@ def test_gpu_and_kserve_servers_refuse_their_control_plane_without_the_admin_key
     [arguments] = serving_commands(name)
     command = tritonserver_command(arguments)  # python3 -m ser_triton.serving.admin tritonserver ...
     assert flags(command)["--model-control-mode"] == "none"  # nothing loads models at run time
-    assert set(flags(admin.restricting_flags(admin.new_key()))) <= tritonserver_flags()  # what ser_triton.serving.admin adds
+    assert set(flags(admin.restricting_flags())) <= tritonserver_flags()  # what ser_triton.serving.admin adds
 
 
 def test_the_cpu_launcher_restricts_its_servers_itself():
-    """The CPU pods' servers: the launcher adds the restricting flags with a key only it holds."""
+    """The CPU pods' servers: the launcher closes their control plane (no key exists) and loads no model later."""
     for name in OVERLAYS:
         if hardware(name) == "cpu":
             assert "args" not in server_container(overlay(name))  # the image's launcher command
     server = TritonServer()
     command = server.command(backends=DEPLOY)
-    assert set(admin.restricting_flags(server.admin_key)) <= set(command)
-    assert server.admin_key != TritonServer().admin_key  # a new key for each server, never a fixed one
+    assert server.admin_key is None and set(admin.restricting_flags()) <= set(command)
+    assert flags(command)["--model-control-mode"] == "none"
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
         apis = flags(command)[flag].split(":")[0].split(",")
         assert "model-repository" in apis and set(admin.RESTRICTED_APIS) <= set(apis)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ser_triton.serving import processes
-from ser_triton.serving.ports import port_in_use
+from ser_triton.serving.ports import ephemeral_range, free_port, port_in_use
 from ser_triton.serving.supervisor import SHM_PREFIX, ServerError, remove_orphaned_shared_memory
 from tests.conftest import REPO_ROOT, start_server
 from tests.server_helpers import alive, descendants, end, eventually, free_ports, launcher_command, start_launcher
@@ -119,6 +119,20 @@ def test_missing_export_says_run_make_export(tmp_path):
     done = serve(tmp_path / "nothing")
     assert done.returncode == 1  # make serve: one message, exit 1
     assert "make export" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_free_ports_lie_outside_the_range_outgoing_connections_take(monkeypatch):
+    """Port 0 hands out ephemeral ports, which any client's connection may take before the server binds them."""
+    low, high = ephemeral_range()
+    given = [free_port() for _ in range(50)]
+    assert len(set(given)) == len(given)
+    assert not any(low <= port <= high for port in given), (low, high, given)
+    with socket.socket() as busy:  # a taken port is never given
+        busy.bind(("127.0.0.1", given[0] + 1 if given[0] + 1 < low else given[0] - 1))
+        taken = busy.getsockname()[1]
+        monkeypatch.setattr("ser_triton.serving.ports.random.choice", lambda candidates: taken)
+        with pytest.raises(OSError, match="no free port"):
+            free_port()
 
 
 def test_occupied_port_is_named(tiny_repository):

@@ -50,9 +50,10 @@ def replica_set(tiny_repository, tmp_path_factory):
 
 
 def family_of(replicas: ReplicaSet) -> dict[int, str]:
-    """The processes of the set that are running now: servers, their stubs, nginx and its worker."""
+    """The processes of the set that are running now: servers, their stubs, the stream gateways, nginx
+    and its worker."""
     found = {}
-    for server in [*replicas.servers, replicas.edge]:
+    for server in [*replicas.servers, *replicas.gateways, replicas.edge]:
         if server.process is not None:
             found[server.process.pid] = "server"
             found.update({pid: "group member" for pid in processes.group_members(server.process.pid)})
@@ -208,6 +209,7 @@ def test_a_replica_killed_in_mid_run_costs_no_answer_and_leaves_the_rotation(rep
     # The set's supervision restarts the dead replica; its old stubs and shared memory are gone.
     assert replica_set.check() is None
     assert victim.ready() and victim.process.poll() is None
+    assert victim.log_path.read_text().count("Started GRPCInferenceService") == 2  # appended, not overwritten
     assert not any(alive(pid) for pid in victim_stubs)
     assert not any(os.path.exists(f"/dev/shm/{name}") for name in victim_shm)
     with SERClient(victim.grpc_url) as direct:

@@ -13,10 +13,10 @@
 # gs:// or as:// repository, which it reads natively (credentials from the environment).
 #
 # tritonserver runs through ser_triton.serving.admin (standard library only, installed with the project):
-# it adds the flags that refuse the control plane (model-repository, logging, trace and
-# shared-memory APIs) to any request without the admin key, read from the file that
-# $SER_ADMIN_KEY_FILE names (a mounted Secret), else made anew at each start and known to no one.
-# No key is in the image. --model-control-mode=none (the default, said aloud): nothing here
+# it adds the flags that close the control plane (model-repository, logging, trace and
+# shared-memory APIs) to every request (a header no client can send), or, where
+# $SER_ADMIN_KEY_FILE names a key file (a mounted Secret), open it to that key, which every
+# process that can list the node's processes then reads. No key is in the image. --model-control-mode=none (the default, said aloud): nothing here
 # loads or reloads models at run time, so explicit control is not needed.
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
@@ -30,8 +30,10 @@ ENV PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /home/ser
 EXPOSE 8000 8001 8002
+# ready, and every Python step still has its stub process: Triton's own health endpoints keep answering
+# 200 after a stub died (ser_triton.serving.health), and with model control none nothing reloads it
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
+    CMD ["python3", "-m", "ser_triton.serving.health", "--url", "127.0.0.1:8000"]
 # The base image's entrypoint (/opt/nvidia/nvidia_entrypoint.sh) runs this command.
 CMD ["python3", "-m", "ser_triton.serving.admin", "tritonserver", "--model-repository=/models", "--model-control-mode=none", \
      "--strict-readiness=true", "--exit-on-error=true"]

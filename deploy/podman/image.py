@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import engine
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy/docker/cpu.Dockerfile"
 BASE_SCRIPT = Path(__file__).with_name("base.sh")
@@ -61,14 +63,6 @@ def say(message: str) -> None:
     print(f"make image: {message}", flush=True)
 
 
-def podman(*arguments: str, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *arguments], **options)
-
-
-def image_exists(name: str) -> bool:
-    return podman("image", "exists", name).returncode == 0
-
-
 def registry_base() -> str:
     """The Dockerfile's own base, its PYTHON_IMAGE default."""
     return re.search(r"(?m)^ARG PYTHON_IMAGE=(\S+)", DOCKERFILE.read_text()).group(1)
@@ -80,15 +74,15 @@ def choose_base(requested: str | None) -> str:
     if requested:
         return requested
     registry = registry_base()
-    if image_exists(registry):
+    if engine.exists("image", registry):
         return registry
-    if image_exists(LOCAL_BASE):
+    if engine.exists("image", LOCAL_BASE):
         say(f"the registry base {registry} is not here: building on {LOCAL_BASE}, bootstrapped from Debian "
             f"earlier (podman rmi {LOCAL_BASE} to try the registry again)")
         return LOCAL_BASE
     say(f"pulling {registry}")
     try:
-        pulled = podman("pull", "--quiet", registry, capture_output=True, text=True, timeout=PULL_TIMEOUT)
+        pulled = engine.podman("pull", "--quiet", registry, timeout=PULL_TIMEOUT)
         if pulled.returncode == 0:
             return registry
         reason = (pulled.stderr.strip().splitlines() or ["no reason given"])[-1]
@@ -207,18 +201,18 @@ def build(tag: str, base: str, python: str) -> None:
         volumes = [f"--volume={configuration}:{MOUNT}/pip.conf:ro", *mounts.volumes()]
         say(f"podman build: the build stage on {base}, with the host pip's sources ({len(mounts.paths)} local "
             "paths mounted)")
-        built = subprocess.run(["podman", "build", *arguments, "--target", "build", *volumes, str(ROOT)])
+        built = engine.podman("build", *arguments, "--target", "build", *volumes, str(ROOT), capture_output=False)
     if built.returncode != 0:
         raise ImageError(f"podman build of the build stage failed (exit {built.returncode}; see above)")
     say(f"podman build: {tag}")
-    built = subprocess.run(["podman", "build", *arguments, "--tag", tag,
-                            "--label", f"org.opencontainers.image.revision={revision()}", str(ROOT)])
+    built = engine.podman("build", *arguments, "--tag", tag, "--label",
+                          f"org.opencontainers.image.revision={revision()}", str(ROOT), capture_output=False)
     if built.returncode != 0:
         raise ImageError(f"podman build failed (exit {built.returncode}; see above)")
 
 
 def image_size(tag: str) -> int:
-    inspected = podman("image", "inspect", "--format", "{{.Size}}", tag, capture_output=True, text=True)
+    inspected = engine.podman("image", "inspect", "--format", "{{.Size}}", tag)
     return int(inspected.stdout.strip() or 0)
 
 

@@ -9,10 +9,12 @@ events its audio decides, through the request's own response sender, then a fina
   that span of audio, and interim (the running utterance so far) every few seconds of audio:
   each through a BLS call to the ensemble, so the utterances of many streams are batched
   together by its dynamic batcher, and the stream goes on meanwhile.
-A stream's events leave in audio order. Bounds: at most `max_streams` streams at once (past it a
-new stream gets an error at its first chunk and the others go on); a stream idle for
-`stream_idle_seconds` (or whose client went away) is ended and its state freed; a bad chunk
-(not 16 kHz, NaN, empty before the end, over the chunk limit) ends its stream with an error.
+A stream's events leave in audio order (Triton keeps that order within a chunk's request, not
+across requests: the client orders them by request ID, client/stream.py). Bounds: at most
+`max_streams` streams at once (past it a new stream gets an error at its first chunk and the
+others go on); a stream idle for `stream_idle_seconds` (or whose client went away) is ended and
+its state freed; a bad chunk (not 16 kHz, NaN, empty before the end, over the chunk limit) ends
+its stream with an error.
 On the server's metrics port, a gauge counts the live streams and a counter the ended ones by
 how they ended (END_REASONS).
 """
