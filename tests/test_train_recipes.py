@@ -21,7 +21,8 @@ from ser_triton.train.clips import Clip
 from ser_triton.evaluation.datasets import Utterance
 from ser_triton.train.recipes import RECIPES
 from tests import train_corpus
-from tests.train_corpus import cache, corpus  # noqa: F401  (fixtures)
+
+corpus, cache = train_corpus.corpus, train_corpus.cache  # the shared fixtures, by their names
 
 FROZEN = ["--preset", "tiny", "--recipe", "frozen", "--batch-size", "8", "--epochs", "4", "--patience", "4",
           "--threads", "1", "--bootstrap", "50"]

@@ -24,9 +24,11 @@ from ser_triton.model.sources import ModelBuilder
 from ser_triton.train import files, loop
 from ser_triton.train.__main__ import main
 from ser_triton.train.calibration import expected_calibration_error, softmax
-from tests.train_corpus import cache, corpus  # noqa: F401  (fixtures)
+from tests import train_corpus
 from tests.conftest import REPO_ROOT
 from tests.research_class import EnhancedSERModel
+
+corpus, cache = train_corpus.corpus, train_corpus.cache  # the shared fixtures, by their names
 
 FAST = ["--preset", "tiny", "--test-speakers", "s5", "--val-speakers", "s4", "--batch-size", "4", "--epochs", "3",
         "--patience", "3", "--crop-seconds", "0.4", "--threads", "1", "--bootstrap", "100"]

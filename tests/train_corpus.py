@@ -3,7 +3,7 @@
 SPEAKERS speakers in two sessions, each saying every class CLIPS times: a short voiced tone whose pitch,
 loudness and vibrato depend on the class (so a network can learn something), shifted per speaker, as
 16 kHz FLAC files beside a manifest (`path,label,speaker,session,text`), and a `calm` class to map or
-drop when asked. `corpus` and `cache` are fixtures the training tests import.
+drop when asked. `corpus` and `cache` are fixtures the training tests take up by name.
 """
 
 import csv

@@ -2,9 +2,9 @@
 
 Training clips are sped up or slowed down (`speed`), cut to a random window (`crop_seconds`), given
 white noise (`noise`) and lose their text (`text_dropout`) at random; every draw depends only on the
-seed, the epoch and the clip, so a run is the same however it is resumed or spread over processes. Validation and test clips are whole and keep their
-text. A clip is its audio (end to end) or its encoders' cached outputs (frozen: features.py), with the
-tokens of its transcript ("asr") or of the data's text ("reference").
+seed, the epoch and the clip, so a run is the same however it is resumed or spread over processes.
+Validation and test clips are whole and keep their text. A clip is its audio (end to end) or its encoders'
+cached outputs (frozen: features.py), with the tokens of its transcript ("asr") or of the data's text ("reference").
 """
 
 import numpy as np

@@ -39,6 +39,10 @@ def config_changes(network: str, dropout: float | None, spec_augment: float | No
 
 
 class ResearchModel(FusionHead):
+    _keys_to_ignore_on_save = None
+    """The Trainer reads this transformers attribute when a resumed checkpoint lacks keys, as ours lack the frozen
+    encoders' on purpose (loop.py's `_save`: they come from the model's sources again)."""
+
     def __init__(self, hubert, bert, head: FusionHead):
         super().__init__(head.proj_bert.out_features, head.proj_bert.in_features, head.fc.out_features)
         self.load_state_dict(head.state_dict())
