@@ -57,8 +57,8 @@ def parse_args(argv):
     parser.add_argument("--train-args", default="", help="more ser-train flags for every run (e.g. '--epochs 5')")
     parser.add_argument("--fresh", action="store_true", help="train again instead of reusing a finished run")
     parser.add_argument("--threads", type=int, default=1,
-                        help="PyTorch threads (default 1: 2 threads cost 9x the CPU time per step of the small "
-                             "networks on a shared 2-core machine, docs/training.md)")
+                        help="PyTorch threads (default 1: on a 2-core machine shared with other work, 2 threads "
+                             "trained the small networks slower than 1, docs/training.md)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where training.json and training.png go")
     parser.add_argument("--work", type=Path, default=WORK, help="the runs' folders and ser-train's cache")
     return parser.parse_args(argv)

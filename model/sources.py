@@ -54,8 +54,8 @@ _TINY_ENCODER = dict(
 
 _SMALL_FRONT_END = dict(conv_dim=(32,) * 6, conv_kernel=(10, 3, 3, 3, 2, 2), conv_stride=(10, 2, 2, 2, 2, 2))
 """The small preset's convolutional front end: 6 layers instead of 7, the first one GroupNorm'ed (per
-channel over time: a per-utterance normalisation), 320 samples a frame as HuBERT's; about 5x less work
-to train than tiny's on a CPU (measured for ser-train, docs/training.md)."""
+channel over time: a per-utterance normalisation), 320 samples a frame as HuBERT's; about 2.5x less CPU
+time per training epoch than tiny's on this project's 2-core CPU (docs/training.md)."""
 
 
 def _configs(encoder: dict, text: dict, acoustic_norm: str = "layer") -> dict:
