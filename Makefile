@@ -35,9 +35,9 @@ SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg
 	$(if $(CLIENT_KEYS),--client-keys $(CLIENT_KEYS)) $(if $(TLS_CERTIFICATE),--tls-certificate $(TLS_CERTIFICATE)) \
 	$(if $(TLS_KEY),--tls-key $(TLS_KEY))
 
-.PHONY: setup balancer export steps serve demo evaluate train test bench clean
+.PHONY: setup balancer browser export steps serve demo evaluate train test bench clean
 
-setup: $(VENV)/.installed balancer
+setup: $(VENV)/.installed balancer browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,20 @@ balancer:
 	else \
 		echo "make setup: nginx is missing: make serve puts it in front of the server as its edge, and the" \
 		     "tests need it; install it as root: apt-get install nginx" >&2; \
+	fi
+
+# The browser tests (tests/test_browser.py) drive Debian's Chromium, headless, through its
+# chromedriver (Selenium, from the test extra, never downloads a driver): installed when missing and
+# we are root, as nginx; otherwise say how (those tests then skip, saying so, except under CI=true).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "make setup: installing chromium and chromium-driver (the browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	else \
+		echo "make setup: chromium or its driver is missing: the browser tests drive them; install them as" \
+		     "root: apt-get install chromium chromium-driver" >&2; \
 	fi
 
 export: setup

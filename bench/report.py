@@ -120,6 +120,9 @@ def markdown(summary: dict) -> str:
                          f"stream's {live['single_stream']['p90']} s); the throughput could carry "
                          f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "
                          f"{live['efficiency']}" for name, live in summary["streaming"].items()]
+        lines += [f"- {name} through the WebSocket: at most **{live['websocket']['max_streams']}** streams "
+                  f"sustained; its p90 delay minus gRPC's, by streams: {live['websocket_extra_delay_p90_s']} s"
+                  for name, live in summary["streaming"].items() if "websocket" in live]
     if summary.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines) + "\n"

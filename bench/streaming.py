@@ -108,12 +108,14 @@ def delays(utterances, spoken: np.ndarray) -> tuple[list[float], list[float]]:
     return from_speech, from_padded
 
 
-def measure_level(url: str, workload, streams: int, seconds: float, finish_within: float | None) -> dict:
+def measure_level(url: str, workload, streams: int, seconds: float, finish_within: float | None,
+                  stream=one_stream) -> dict:
     """K streams at once; finish_within: seconds after its audio that each must be done by (None: the
-    first level, which sets it). The level's "_spans": its first stream's (audio, utterance spans)."""
+    first level, which sets it). The level's "_spans": its first stream's (audio, utterance spans).
+    `stream(url, audio, out)`: one stream, as one_stream (bench.streaming_socket's: over the WebSocket)."""
     outs = [{} for _ in range(streams)]
     conversations = [conversation(workload, seed=number, seconds=seconds) for number in range(streams)]
-    threads = [threading.Thread(target=one_stream, args=(url, audio, out), daemon=True)
+    threads = [threading.Thread(target=stream, args=(url, audio, out), daemon=True)
                for (audio, _, _), out in zip(conversations, outs)]
     for thread in threads:
         thread.start()
@@ -146,14 +148,15 @@ def compute_floor(url: str, audio: np.ndarray, spans) -> dict:
 
 
 def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds: float = 60.0,
-            most: int = 16) -> dict:
-    """Levels 1, 2, 4, ... up to `most`, until a level is not sustained; then the compute floor."""
+            most: int = 16, stream=one_stream) -> dict:
+    """Levels 1, 2, 4, ... up to `most`, until a level is not sustained; then the compute floor (over
+    gRPC at `url`). `stream`: how each stream goes (measure_level)."""
     _, speech_share, _ = conversation(workload, seed=0, seconds=seconds)
     levels, streams = [], 1
     while streams <= most:
         single = levels[0] if levels else None
         level = measure_level(url, workload, streams, seconds,
-                              None if single is None else single["p99"] + BACKLOG_ALLOWANCE_S)
+                              None if single is None else single["p99"] + BACKLOG_ALLOWANCE_S, stream)
         levels.append(level)
         single = levels[0]
         sustained = level["kept_up"] and level["p90"] is not None and single["p90"] is not None \
@@ -194,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--most-streams", type=int, default=16, help="the most concurrent streams tried (default 16)")
     parser.add_argument("--utterances", type=int, default=40, help="workload size (default 40, as make bench)")
     parser.add_argument("--work", type=Path, default=WORK, help="cache of the workload (default bench/work)")
+    parser.add_argument("--socket-url", metavar="ws://HOST:PORT/v1/stream",
+                        help="measure the same through this WebSocket too, beside gRPC (bench.streaming_socket)")
     args = parser.parse_args(argv)
     workload = load_or_make(args.utterances, 0, args.work / "workload")
     with SERClient(args.url, retries=0) as client:
@@ -202,7 +207,11 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 1
     load_before = report.load_average()
-    live = measure(args.url, workload, None, args.stream_seconds, args.most_streams)
+    if args.socket_url:
+        from ser_triton.bench.streaming_socket import measure_both
+        live = measure_both(args.url, args.socket_url, workload, None, args.stream_seconds, args.most_streams)
+    else:
+        live = measure(args.url, workload, None, args.stream_seconds, args.most_streams)
     described = workload.describe()
     if Path(described["directory"]).is_relative_to(ROOT):  # no path of this machine in a file to commit
         described["directory"] = str(Path(described["directory"]).relative_to(ROOT))

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 
 from tqdm import tqdm
 
-from ser_triton.bench import report, streaming
+from ser_triton.bench import report
 from ser_triton.bench.exports import ensure_export
-from ser_triton.bench.variants import best_audio_seconds_per_s, server_on, throughput
+from ser_triton.bench.variants import best_audio_seconds_per_s, measure_streaming, server_on, throughput
 from ser_triton.bench.workload import load_or_make
 from ser_triton.serving import perf_analyzer
 
@@ -41,7 +41,7 @@ def run(args) -> int:
         directory = args.work / "runs" / f"{variant}-{args.preset}-streaming"
         with server_on(export["repository"], directory) as server:
             best = best_audio_seconds_per_s(throughput(server, analyzer, workload, args, directory))
-            live = streaming.measure(server.grpc_url, workload, best, args.stream_seconds, args.most_streams)
+            live = measure_streaming(server, export["repository"], workload, best, args, directory)
         live |= {"throughput_audio_seconds_per_s": best, "preset": args.preset,
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": report.machine(),
                  "load_average": {"before": load_before, "after": report.load_average()},

@@ -114,4 +114,6 @@ NOTES = [
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
     "shared pages count once per process, so it is an upper bound. weights_mib: each network's ONNX files on disk; "
     "peak_over_weights: total_peak_rss_mib over their sum.",
+    "streaming.websocket: the same streams through the WebSocket /v1/stream of a stream gateway beside the server, "
+    "in the same run (live, f32le at 16 kHz); websocket_extra_delay_p90_s: its p90 delay minus gRPC's, by streams.",
 ]

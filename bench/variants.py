@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ser_triton.bench import served, streaming
+from ser_triton.bench import served, streaming_socket
 from ser_triton.bench.exports import deployment_of, export_summary, precision_summary
 from ser_triton.evaluation.systems import prediction_record
 
@@ -34,6 +34,14 @@ def throughput(server, analyzer, workload, args, directory: Path) -> dict:
                                         progress=not args.no_progress)
 
 
+def measure_streaming(server, repository: Path, workload, throughput: float, args, directory: Path) -> dict:
+    """The streaming stage (bench.streaming) over gRPC and, beside it, over a WebSocket of a stream
+    gateway started beside the server (bench.streaming_socket)."""
+    with streaming_socket.socket_beside(server, repository, directory / "stream_gateway.log") as socket_url:
+        return streaming_socket.measure_both(server.grpc_url, socket_url, workload, throughput, args.stream_seconds,
+                                             args.most_streams)
+
+
 def best_audio_seconds_per_s(levels: dict) -> float:
     return max(level["audio_seconds_per_s"] for level in levels.values())
 
@@ -49,8 +57,8 @@ def run_variant(variant: str, export: dict, workload, analyzer, args) -> tuple[d
                                                 progress=not args.no_progress)
         live = None
         if variant in args.streaming_variants:
-            live = streaming.measure(server.grpc_url, workload, best_audio_seconds_per_s(levels), args.stream_seconds,
-                                     args.most_streams)
+            live = measure_streaming(server, export["repository"], workload, best_audio_seconds_per_s(levels), args,
+                                     directory)
         memory = served.server_memory(server)
     return {
         "description": f"`ser` ensemble ({variant}) on tritonserver 2.51.0 (Python backend + ONNX Runtime), "

@@ -5,7 +5,10 @@ when --api-key is not given.
 """
 
 import argparse
+import base64
 import os
+
+from ser_triton.core.contract import STREAM_SOCKET_KEY_PREFIX
 
 API_KEY_VARIABLE = "SER_API_KEY"
 
@@ -24,3 +27,8 @@ def add_arguments(parser) -> None:
 def client_keywords(args: argparse.Namespace) -> dict:
     """SERClient's keyword arguments for what add_arguments parsed."""
     return {"api_key": args.api_key, "tls": args.tls, "tls_ca_certificate": args.tls_ca_certificate}
+
+
+def socket_key_protocol(key: str) -> str:
+    """The WebSocket subprotocol that carries a client key to the edge (core.contract.STREAM_SOCKET_KEY_PREFIX)."""
+    return STREAM_SOCKET_KEY_PREFIX + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")

@@ -65,3 +65,13 @@ ENDED_STREAMS_METRIC = "ser_stream_ended_streams"
 
 MAX_STREAM_SECONDS = 4 * 3600.0
 """Longest live stream the edge lets through: it bounds a stream's whole body, as one request's."""
+
+STREAM_SOCKET_PATH = "/v1/stream"
+"""Live streams over a WebSocket, at the edge's HTTP port (wss where it has TLS), for clients without
+gRPC: a JSON start message, binary audio frames, a JSON end; the events back as JSON text
+(serving/stream_socket.py; the messages' schema: serving/web/ser-stream.schema.json)."""
+STREAM_SOCKET_SUBPROTOCOL = "ser.v1"
+"""The WebSocket subprotocol (Sec-WebSocket-Protocol) a client offers and the server selects."""
+STREAM_SOCKET_KEY_PREFIX = "ser.key."
+"""A client key may travel as one more offered subprotocol: this prefix and the key in base64url without
+padding (browsers set no headers on a WebSocket); the edge checks it and removes it."""

@@ -15,6 +15,11 @@ config (`python -m ser_triton.serving.edge`, deploy/kubernetes/edge). From servi
 - HTTP through `proxy_pass`, gRPC (HTTP/2) through `grpc_pass`, each to a live replica, retried
   on the next one when a replica fails; live streams (ModelStreamInfer) through the stream
   gateways (serving.stream_gateway), which bound each message of a stream to one chunk;
+- live streams over a WebSocket (/v1/stream, with Upgrade) through the stream gateways too, one
+  chosen per connection; a client key may come as a subprotocol there (serving.stream_socket);
+- the page at / (serving/web: the page, ser-stream.js, its worklet and style, the messages'
+  schema), static files copied into its work folder, under a Content-Security-Policy that allows
+  nothing but them and a socket to this edge;
 - the client's key and any admin key are dropped before a request goes on.
 NGINX runs in the foreground as a child of this process (and dies with it), with every file it
 writes in its own work folder; it comes from the system's packages (`make setup` installs the
@@ -31,14 +36,33 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from ser_triton.core.contract import ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE, STREAM
+from ser_triton.client.access import socket_key_protocol
+from ser_triton.core.contract import (ENSEMBLE, GRPC_PORT, HTTP_PORT, MAX_SECONDS, MAX_STREAM_SECONDS, SAMPLE_RATE,
+                                      STREAM, STREAM_SOCKET_KEY_PREFIX, STREAM_SOCKET_PATH, STREAM_SOCKET_SUBPROTOCOL)
 from ser_triton.serving import admin, isolation, lifetime, processes, server_log
 from ser_triton.serving.ports import Addresses
 from ser_triton.serving.supervisor import ServerError, check_ports_free, wait_until_ready
 
 TEMPLATE = Path(__file__).with_name("edge.conf.template")
+WEB = resources.files("ser_triton.serving") / "web"
+"""The page the edge serves at / and its files (package data), copied into the edge's work folder."""
+PAGE = "index.html"
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
+    "Cache-Control": "no-cache",
+}
+"""The page's headers: its own files and a socket to this edge only (no inline script or style, no
+other site, no frames), the microphone for this page alone."""
 
 NAME = "nginx (the edge)"
 
@@ -164,25 +188,59 @@ class _Template(string.Template):
     delimiter = "@"  # nginx uses $ for its own variables
 
 
+def copy_page(work: Path) -> Path:
+    """The page's files (WEB) in `work`/web, readable by nginx's workers (nobody, under root)."""
+    folder = Path(work) / "web"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)
+    for item in WEB.iterdir():
+        if item.is_file():
+            copy = folder / item.name
+            copy.write_bytes(item.read_bytes())
+            copy.chmod(0o644)
+    return folder
+
+
+def _private_map(path: Path, entries) -> Path:
+    """A map file (mode 0600: keys) for the config to include."""
+    path.touch(mode=0o600)
+    path.write_text("".join(f'"{entry}" 1;\n' for entry in entries))
+    return path
+
+
+def _client_key_maps(settings: EdgeSettings, work: Path) -> str:
+    """$ser_client_key_ok (Authorization: Bearer KEY) and $ser_socket_key_ok (the key as a WebSocket
+    subprotocol), 1 where the request may pass; the keys go into files of mode 0600, which the config
+    includes: the config itself holds no secret."""
+    if settings.client_keys is None:
+        return ("    map $http_authorization $ser_client_key_ok {\n        default 1;\n    }\n"
+                "    map $http_sec_websocket_protocol $ser_socket_key_ok {\n        default 1;\n    }")
+    keys = read_client_keys(settings.client_keys)
+    bearer = _private_map(Path(work) / "client-keys.map", (f"Bearer {key}" for key in keys))
+    offered = _private_map(Path(work) / "socket-keys.map", (socket_key_protocol(key) for key in keys))
+    prefix = re.escape(STREAM_SOCKET_KEY_PREFIX).replace("\\.", "[.]")
+    return (f"    map $http_authorization $ser_client_key_ok {{\n"
+            f"        default 0;\n        include {bearer};\n    }}\n"
+            f"    map $http_sec_websocket_protocol $ser_socket_key {{\n"
+            f'        "~(^|[ ,])(?<ser_offered_key>{prefix}[A-Za-z0-9_-]+)([ ,]|$)" $ser_offered_key;\n'
+            f'        default "";\n    }}\n'
+            f"    map $ser_socket_key $ser_socket_key_ok {{\n        default 0;\n        include {offered};\n    }}")
+
+
 def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http_port: int, grpc_port: int,
-           work: Path, error_log: str, stream_upstreams: list[str] = ()) -> str:
+           work: Path, error_log: str, stream_upstreams: list[str] = (), socket_upstreams: list[str] = ()) -> str:
     """The edge's nginx.conf. Live streams go to `stream_upstreams` (the stream gateways' host:port),
-    or where there are none, straight to the servers' gRPC ports (bounded per stream only). With
-    client keys, the keys go into `work`/client-keys.map (mode 0600), which the config includes: the
-    config itself holds no secret."""
+    or where there are none, straight to the servers' gRPC ports (bounded per stream only); WebSockets
+    to `socket_upstreams` (the gateways' WebSocket host:port), or where there are none, to the
+    upstreams' HTTP ports (each an edge of its own, as on Kubernetes). The page is copied into
+    `work`/web; with client keys, the keys go into files there that only this user reads."""
     health = f"max_fails=1 fail_timeout={settings.fail_timeout:g}s"
 
     def servers(addresses) -> str:
         return "\n".join(f"        server {address} {health};" for address in addresses)
 
-    if settings.client_keys is None:
-        client_keys = "    map $http_authorization $ser_client_key_ok {\n        default 1;\n    }"
-    else:
-        keys_map = Path(work) / "client-keys.map"
-        keys_map.touch(mode=0o600)
-        keys_map.write_text("".join(f'"Bearer {key}" 1;\n' for key in read_client_keys(settings.client_keys)))
-        client_keys = (f"    map $http_authorization $ser_client_key_ok {{\n        default 0;\n"
-                       f"        include {keys_map};\n    }}")
+    client_keys, web = _client_key_maps(settings, work), copy_page(work)
+    offered = re.escape(STREAM_SOCKET_SUBPROTOCOL).replace("\\.", "[.]")
     tls_settings = ""
     if settings.tls:
         tls_settings = (f"        ssl_certificate {Path(settings.tls_certificate).resolve()};\n"
@@ -195,6 +253,12 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
         http_servers=servers(f"{u.host}:{u.http_port}" for u in upstreams),
         grpc_servers=servers(f"{u.host}:{u.grpc_port}" for u in upstreams),
         stream_servers=servers(stream_upstreams or [f"{u.host}:{u.grpc_port}" for u in upstreams]),
+        socket_servers=servers(socket_upstreams or [f"{u.host}:{u.http_port}" for u in upstreams]),
+        socket_path=STREAM_SOCKET_PATH, socket_protocol=STREAM_SOCKET_SUBPROTOCOL,
+        socket_protocol_offered=f'"~(^|[ ,]){offered}([ ,]|$)"', web=web, page=PAGE,
+        page_files="|".join(re.escape(path.name) for path in sorted(web.iterdir()) if path.name != PAGE),
+        page_headers="\n".join(f'            add_header {name} "{value}" always;'
+                                for name, value in PAGE_HEADERS.items()),
         models="|".join(re.escape(model) for model in settings.models),
         max_body=settings.max_body_bytes, max_stream_body=settings.max_stream_body_bytes, client_keys=client_keys,
         tls_listen=" ssl" if settings.tls else "", tls_settings=tls_settings, admin_header=admin.ADMIN_HEADER,
@@ -202,6 +266,9 @@ def render(settings: EdgeSettings, upstreams: list[Upstream], *, host: str, http
                    f"a request (float32 at {SAMPLE_RATE} Hz, binary); split longer recordings (the client does)"),
         unauthenticated="this server needs a valid client key: send the header Authorization: Bearer KEY "
                         "(--api-key, or the environment variable SER_API_KEY)",
+        unauthenticated_socket="this server needs a valid client key: offer it as the WebSocket subprotocol "
+                               f"{STREAM_SOCKET_KEY_PREFIX}BASE64URL_OF_THE_KEY beside {STREAM_SOCKET_SUBPROTOCOL} "
+                               "(ser-stream.js does), or send the header Authorization: Bearer KEY",
         plain_to_tls="this server speaks TLS only: connect with TLS (--tls)",
         refused=(f"not served here: clients may call health, metadata and inference of "
                  f"{', '.join(settings.models)}; the model-repository, logging, trace and shared-memory APIs "
@@ -227,10 +294,10 @@ class Edge(Addresses):
 
     def __init__(self, host: str, http_port: int, grpc_port: int, upstreams: list[Upstream],
                  settings: EdgeSettings = EdgeSettings(), log_path: Path | None = None, startup_timeout: float = 30.0,
-                 stream_upstreams: list[str] = ()):
+                 stream_upstreams: list[str] = (), socket_upstreams: list[str] = ()):
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.upstreams, self.settings, self.startup_timeout = upstreams, settings, startup_timeout
-        self.stream_upstreams = list(stream_upstreams)
+        self.stream_upstreams, self.socket_upstreams = list(stream_upstreams), list(socket_upstreams)
         self._work = tempfile.TemporaryDirectory(prefix="ser-edge-")
         os.chmod(self._work.name, 0o755)  # nginx's workers run as nobody when it is started as root
         self.log_path = Path(log_path or Path(self._work.name) / "error.log")
@@ -240,7 +307,7 @@ class Edge(Addresses):
     def config(self) -> str:
         return render(self.settings, self.upstreams, host=self.host, http_port=self.http_port,
                       grpc_port=self.grpc_port, work=Path(self._work.name), error_log=self._error_log(),
-                      stream_upstreams=self.stream_upstreams)
+                      stream_upstreams=self.stream_upstreams, socket_upstreams=self.socket_upstreams)
 
     def _error_log(self) -> str:
         """Where nginx writes its log: the log file, or stderr where the launcher's output is the log."""
@@ -324,6 +391,9 @@ def parse_arguments(argv) -> argparse.Namespace:
     parser.add_argument("--stream-upstream", action="append", default=[], metavar="HOST:PORT",
                         help="a stream gateway (serving.stream_gateway) for live streams; repeat for more "
                              "(default: streams go straight to the upstreams, bounded per stream only)")
+    parser.add_argument("--socket-upstream", action="append", default=[], metavar="HOST:PORT",
+                        help=f"a stream gateway's WebSocket for {STREAM_SOCKET_PATH}; repeat for more (default: the "
+                             "upstreams' HTTP ports, each an edge in front of its gateways, as the server pods run)")
     parser.add_argument("--max-audio-seconds", type=float, default=MAX_SECONDS,
                         help=f"the longest audio a request may carry: the export's --max-audio-seconds "
                              f"(default {MAX_SECONDS:g})")
@@ -346,7 +416,8 @@ def main(argv=None) -> int:
                                 args.tls_key)
         work = Path(tempfile.mkdtemp(prefix="ser-edge-"))
         config = render(settings, args.upstream, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        work=work, error_log="stderr", stream_upstreams=args.stream_upstream)
+                        work=work, error_log="stderr", stream_upstreams=args.stream_upstream,
+                        socket_upstreams=args.socket_upstream)
         if args.print_config:
             print(config, end="")
             return 0

@@ -50,8 +50,9 @@ def ready_message(service: ReplicaSet) -> str:
     served = "1 server" if len(replicas) == 1 else f"{len(replicas)} replicas"
     access = ", ".join(filter(None, ["TLS" if settings.tls else "",
                                      "client keys required" if settings.client_keys else "no client key"]))
+    page = f"{'https' if settings.tls else 'http'}://{service.http_url}/"
     return (f"ready: ensemble '{ENSEMBLE}' on {served} behind the edge ({access}): HTTP {service.http_url}, "
-            f"gRPC {service.grpc_url}; metrics: {', '.join(r.metrics_url for r in replicas)} "
+            f"gRPC {service.grpc_url}; in a browser: {page}; metrics: {', '.join(r.metrics_url for r in replicas)} "
             f"(logs: {', '.join(sorted({name(r.log_path) for r in replicas}))}; "
             f"nginx: {name(service.edge.log_path)}). Ctrl-C stops it.")
 

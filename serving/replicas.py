@@ -6,11 +6,12 @@ request); each replica listens on free loopback ports of its own, where only the
 machine) reaches it, and replica i (1, 2, ...) serves its metrics on `front`'s host at
 METRICS_PORT + i - 1, since metrics are per replica (Prometheus scrapes each, as in a cluster).
 Beside each replica runs a stream gateway (serving.stream_gateway), through which the edge sends
-live streams, each message bounded to one chunk. The replicas load side by side, everything stops
-together, and everything dies with the process that started it. A replica whose server exits, or
-one of whose Python steps dies (no model control: only a restart mends it), is restarted when
-`check()` notices (the edge and the gateways send its requests to the others meanwhile); one that
-then fails to start is left out, and the set goes on while one replica serves.
+live streams, each message bounded to one chunk, and WebSockets (/v1/stream, serving.stream_socket).
+The replicas load side by side, everything stops together, and everything dies with the process that
+started it. A replica whose server exits, or one of whose Python steps dies (no model control: only a
+restart mends it), is restarted when `check()` notices (the edge and the gateways send its requests to
+the others meanwhile); one that then fails to start is left out, and the set goes on while one replica
+serves.
 """
 
 import dataclasses
@@ -48,23 +49,25 @@ class ReplicaSet:
                               f"the next {replicas - 1}) include the HTTP or gRPC port: choose other ports")
         self.front = front
         check_exported(front.repository)
-        internal = _free_ports(3 * replicas)
-        self.servers = [dataclasses.replace(front, host=LOOPBACK, http_port=internal[3 * i],
-                                            grpc_port=internal[3 * i + 1], metrics_host=front.host,
+        internal = _free_ports(4 * replicas)
+        self.servers = [dataclasses.replace(front, host=LOOPBACK, http_port=internal[4 * i],
+                                            grpc_port=internal[4 * i + 1], metrics_host=front.host,
                                             metrics_port=metrics_ports[i], extra_args=list(front.extra_args),
                                             log_path=front.log_path if replicas == 1
                                             else self._log(f"{front.log_path.stem}.{i + 1}"))
                         for i in range(replicas)]
         # gateway i sends streams to every live replica (its own first in the list), so a restarting one costs none
-        self.gateways = [StreamGateway(LOOPBACK, internal[3 * i + 2],
+        self.gateways = [StreamGateway(LOOPBACK, internal[4 * i + 2],
                                        [s.grpc_url for s in self.servers[i:] + self.servers[:i]],
-                                       self._log("stream_gateway" if replicas == 1 else f"stream_gateway.{i + 1}"))
+                                       self._log("stream_gateway" if replicas == 1 else f"stream_gateway.{i + 1}"),
+                                       websocket_port=internal[4 * i + 3], repository=front.repository)
                          for i in range(replicas)]
         settings = dataclasses.replace(settings or EdgeSettings(),
                                        max_audio_seconds=served_audio_seconds(front.repository))
         upstreams = [Upstream(s.host, s.http_port, s.grpc_port) for s in self.servers]
         self.edge = Edge(front.host, front.http_port, front.grpc_port, upstreams, settings, self._log("nginx"),
-                         stream_upstreams=[gateway.url for gateway in self.gateways])
+                         stream_upstreams=[gateway.url for gateway in self.gateways],
+                         socket_upstreams=[gateway.websocket_url for gateway in self.gateways])
 
     def _log(self, stem: str):
         """A log beside the front's, named `stem`; all on standard output where the front's is."""

@@ -12,10 +12,14 @@ client. Metadata passes too, less any credential or control-plane header (`DROPP
 With several servers, each stream goes to one live server (gRPC round_robin), so a server that is
 restarting costs no new stream.
 
-    python -m ser_triton.serving.stream_gateway --listen 127.0.0.1:9001 --upstream 127.0.0.1:8101
+The same process, in the same event loop, serves live streams over a WebSocket (`--websocket-listen`:
+serving.stream_socket, which the edge proxies as /v1/stream), each a stream to the same servers; its
+bounds follow the streaming model's own limits, read from the exported repository (`--repository`).
 
-`make serve` runs one beside each server (serving.replicas). It is an asyncio server, so that other
-ways in for live audio can share its event loop.
+    python -m ser_triton.serving.stream_gateway --listen 127.0.0.1:9001 --upstream 127.0.0.1:8101 \
+        --websocket-listen 127.0.0.1:9002 --repository model_repository
+
+`make serve` runs one beside each server (serving.replicas).
 """
 
 import argparse
@@ -28,8 +32,8 @@ from pathlib import Path
 
 import grpc
 
-from ser_triton.core.contract import MAX_CHUNK_SECONDS
-from ser_triton.serving import admin, isolation, lifetime, processes, server_log
+from ser_triton.core.contract import MAX_CHUNK_SECONDS, STREAM_SOCKET_PATH
+from ser_triton.serving import admin, isolation, lifetime, processes, server_log, stream_socket
 from ser_triton.serving.edge import max_request_bytes
 from ser_triton.serving.ports import port_in_use
 from ser_triton.serving.supervisor import ServerError
@@ -63,8 +67,12 @@ def forwarded(metadata) -> list[tuple[str, object]]:
 class Gateway:
     """The gateway's gRPC server: one method, passed through to `upstreams` (host:port each)."""
 
-    def __init__(self, upstreams: list[str], max_message: int | None = None):
+    def __init__(self, upstreams: list[str], max_message: int | None = None,
+                 socket_bounds: stream_socket.Bounds = stream_socket.BOUNDS, rules: dict | None = None):
+        """`socket_bounds`, `rules`: the WebSocket's bounds and the servers' segmentation rules
+        (stream_socket.served_limits of the repository)."""
         self.upstreams, self.max_message = upstreams, max_message or max_message_bytes()
+        self.socket_bounds, self.rules = socket_bounds, rules
         self.channel = self.upstream = None  # made in serve(), on its event loop
 
     def _connect(self) -> None:
@@ -92,34 +100,51 @@ class Gateway:
         return grpc.method_handlers_generic_handler(SERVICE, {
             METHOD: grpc.stream_stream_rpc_method_handler(self.model_stream_infer)})
 
-    async def serve(self, listen: str, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-        """Serve on `listen` (host:port) until `stop` is set; `started` is set once it listens."""
+    async def serve(self, listen: str, stop: asyncio.Event, started: asyncio.Event | None = None,
+                    websocket_listen: str | None = None) -> None:
+        """Serve on `listen` (host:port), and WebSockets on `websocket_listen` where given, until `stop`
+        is set; `started` is set once it listens."""
         self._connect()
         server = grpc.aio.server(handlers=[self.handler()], maximum_concurrent_rpcs=MAX_STREAMS, options=[
             ("grpc.max_receive_message_length", self.max_message), ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0)])
         if server.add_insecure_port(listen) == 0:
             raise ServerError(f"{NAME} cannot listen on {listen}")
+        sockets = None
+        if websocket_listen:
+            host, _, port = websocket_listen.rpartition(":")
+            bridge = stream_socket.Bridge(self.channel, self.socket_bounds, self.rules)
+            try:
+                sockets = await bridge.serve(host, int(port))
+            except OSError as error:
+                raise ServerError(f"{NAME} cannot listen on {websocket_listen}: {error.strerror}") from None
         await server.start()
         if started is not None:
             started.set()
         await stop.wait()
+        if sockets is not None:  # open sockets are told the server is going away (1001)
+            sockets.close()
+            await sockets.wait_closed()
         await server.stop(grace=5)
         await self.channel.close()
 
 
-async def _serve_until_signalled(gateway: Gateway, listen: str) -> None:
+async def _serve_until_signalled(gateway: Gateway, listen: str, websocket_listen: str | None) -> None:
     stop = asyncio.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(stop_signal, stop.set)
-    await gateway.serve(listen, stop)
+    await gateway.serve(listen, stop, websocket_listen=websocket_listen)
 
 
 class StreamGateway:
     """One gateway as a child process of the launcher (serving.replicas), like the servers and the edge."""
 
-    def __init__(self, host: str, port: int, upstreams: list[str], log_path: Path, startup_timeout: float = 30.0):
+    def __init__(self, host: str, port: int, upstreams: list[str], log_path: Path, startup_timeout: float = 30.0,
+                 websocket_port: int | None = None, repository: Path | None = None):
+        """`websocket_port`: serve /v1/stream there too (on `host`), bounded by the streaming model's limits
+        in `repository` (the defaults where it is None)."""
         self.host, self.port, self.upstreams = host, port, upstreams
+        self.websocket_port, self.repository = websocket_port, repository
         self.log_path, self.startup_timeout = Path(log_path), startup_timeout
         self.process: subprocess.Popen | None = None
         self._launches = 0
@@ -128,14 +153,23 @@ class StreamGateway:
     def url(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def websocket_url(self) -> str | None:
+        """host:port of its WebSocket (None where it serves none)."""
+        return None if self.websocket_port is None else f"{self.host}:{self.websocket_port}"
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", __name__, "--listen", self.url,
-                *(f"--upstream={upstream}" for upstream in self.upstreams)]
+                *(f"--upstream={upstream}" for upstream in self.upstreams),
+                *([f"--websocket-listen={self.websocket_url}"] if self.websocket_port else []),
+                *([f"--repository={self.repository}"] if self.repository else [])]
 
     def start(self) -> "StreamGateway":
         """Start it and wait until it listens; call this from the main thread (it dies with this process)."""
-        if port_in_use(self.host, self.port):
-            raise ServerError(f"{NAME}'s port {self.port} on {self.host} is already in use")
+        ports = [port for port in (self.port, self.websocket_port) if port]
+        for port in ports:
+            if port_in_use(self.host, port):
+                raise ServerError(f"{NAME}'s port {port} on {self.host} is already in use")
         log = None if self.log_path == server_log.STDOUT else isolation.private_file(self.log_path, self._launches > 0)
         self._launches += 1
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -143,7 +177,7 @@ class StreamGateway:
         if log is not None:
             log.close()
         deadline = time.monotonic() + self.startup_timeout
-        while not port_in_use(self.host, self.port):
+        while not all(port_in_use(self.host, port) for port in ports):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 reason = self.exit_reason() or f"{NAME} did not listen within {self.startup_timeout:g} s"
                 self.stop()
@@ -171,13 +205,20 @@ def parse_arguments(argv) -> argparse.Namespace:
     parser.add_argument("--max-message-bytes", type=int, default=max_message_bytes(),
                         help="the largest message a stream may send (default: one request of the longest chunk, "
                              f"{MAX_CHUNK_SECONDS:g} s)")
+    parser.add_argument("--websocket-listen", metavar="HOST:PORT",
+                        help=f"serve live streams over a WebSocket here too ({STREAM_SOCKET_PATH}, where the edge "
+                             "sends it)")
+    parser.add_argument("--repository", type=Path, help="the exported repository the servers serve: the WebSocket "
+                        "takes its streaming model's limits (streams at once, idle time, segmentation rules)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     try:
-        asyncio.run(_serve_until_signalled(Gateway(args.upstream, args.max_message_bytes), args.listen))
+        bounds, rules = stream_socket.served_limits(args.repository)
+        gateway = Gateway(args.upstream, args.max_message_bytes, bounds, rules)
+        asyncio.run(_serve_until_signalled(gateway, args.listen, args.websocket_listen))
     except ServerError as error:
         print(f"serving.stream_gateway: {error}", file=sys.stderr)
         return 1

@@ -113,6 +113,12 @@ def test_quick_bench_on_the_tiny_preset(tmp_path):
     assert all({"p50", "p90", "p99"} <= set(level["from_padded_end"]) for level in live["levels"])
     assert live["compute_floor_s"]["utterances"] > 0 and positive(live["compute_floor_s"]["p50"])
     assert "Live streams" in (out / "summary.md").read_text()
+    through = live["websocket"]  # the same streams through a stream gateway's WebSocket, in the same run
+    assert [level["streams"] for level in through["levels"]][:1] == [1] and through["levels"][0]["utterances"] > 0
+    assert through["levels"][0]["utterances"] == live["levels"][0]["utterances"]  # the same conversation heard
+    assert set(live["websocket_extra_delay_p90_s"]) >= {"1"}
+    assert live["websocket_extra_delay_p90_s"]["1"] == round(through["levels"][0]["p90"] - live["levels"][0]["p90"], 3)
+    assert "through the WebSocket" in (out / "summary.md").read_text()
 
     baseline = summary["systems"]["pytorch"]
     assert set(baseline["concurrency"]) == {"1"}

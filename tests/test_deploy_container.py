@@ -27,7 +27,9 @@ import tritonclient.http as httpclient
 import yaml
 
 from ser_triton.client.library import SERClient
-from ser_triton.core.contract import ENSEMBLE
+from ser_triton.core.audio import load_audio
+from ser_triton.core.contract import ENSEMBLE, STREAM_SOCKET_PATH
+from ser_triton.serving.edge import PAGE_HEADERS
 from ser_triton.serving import processes as server_processes
 from ser_triton.serving.ports import free_port
 from tests import container_helpers
@@ -35,6 +37,7 @@ from tests.conftest import GLOBAL_TIMEOUT, REPO_ROOT, require
 from tests.container_helpers import (IMAGE, MAKE_TIMEOUT, Container, host_pid, image_id, inspect, make, podman,
                                      processes, ready, run_in_image)
 from tests.deploy_helpers import KUBERNETES, render
+from tests.socket_helpers import assert_same_events, framed, start_message, talk
 from tests.server_helpers import (answers_across_a_stop, assert_same, descendants, end, eventually, free_ports, infer,
                                   start_launcher, utterance)
 
@@ -204,6 +207,26 @@ def test_the_client_classifies_through_the_published_ports_as_make_serve_does(co
     with SERClient(url, protocol) as client:
         for path, expected in zip(SAMPLES, make_serve_results[protocol]):
             assert_same(client.classify(path), expected, atol=1e-5)
+
+
+def assert_page_and_socket_serve(http_url: str, grpc_url: str) -> None:
+    """The page at / under its policy, and a live stream over /v1/stream with the events gRPC gives."""
+    page = urllib.request.urlopen(f"http://{http_url}/", timeout=10)
+    assert page.headers["Content-Security-Policy"] == PAGE_HEADERS["Content-Security-Policy"]
+    assert b'id="mic"' in page.read()
+    audio = load_audio(SAMPLES[0])
+    result = talk(f"ws://{http_url}{STREAM_SOCKET_PATH}", start_message(), framed(audio, 0.5))
+    assert result.messages[-1] == {"event": "end"} and result.code == 1000, result.messages[-2:]
+    with SERClient(grpc_url) as client:
+        expected = [event.to_json_dict() for event in client.stream_file(SAMPLES[0])]
+    assert expected and [e["event"] for e in expected].count("utterance") >= 1
+    assert_same_events(result.events, expected)
+
+
+@BUILDS_THE_IMAGE
+@pytest.mark.server
+def test_the_container_serves_the_page_and_live_streams_over_its_websocket(container):
+    assert_page_and_socket_serve(container.http_url, container.grpc_url)
 
 
 @BUILDS_THE_IMAGE
@@ -393,6 +416,11 @@ def test_the_client_classifies_through_the_pods_ports(pod, protocol):
             assert client.classify(path).label
     metrics = urllib.request.urlopen(f"http://{pod.url('metrics')}/metrics", timeout=5).read().decode()
     assert f'nv_inference_request_success{{model="{ENSEMBLE}"' in metrics
+
+
+@PLAYS_THE_POD
+def test_the_pod_serves_the_page_and_live_streams_over_its_websocket(pod):
+    assert_page_and_socket_serve(pod.url("http"), pod.url("grpc"))
 
 
 @PLAYS_THE_POD

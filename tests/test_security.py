@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,10 +32,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+import websockets
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from ser_triton.core import contract
+from ser_triton.client.access import socket_key_protocol
 from ser_triton.client.library import SERClient
 from ser_triton.serving import admin, edge, isolation, processes
 from ser_triton.serving.ports import free_port
@@ -43,6 +46,7 @@ from ser_triton.serving.supervisor import SHM_PREFIX
 from tests.conftest import REPO_ROOT
 from tests.deploy_helpers import self_signed_certificate
 from tests.server_helpers import PeakMemory, descendants, end, free_ports, infer, start_launcher, utterance
+from tests.socket_helpers import framed, start_message, talk
 
 pytestmark = pytest.mark.server
 
@@ -73,6 +77,9 @@ class Launched:
                             "grpc": [f"127.0.0.1:{p}" for p in flag["grpc"]]}
         self.gateway_urls = sorted(args[args.index("--listen") + 1] for args in arguments.values()
                                    if "ser_triton.serving.stream_gateway" in args)
+        self.socket_urls = sorted(a.split("=", 1)[1] for args in arguments.values()
+                                  if "ser_triton.serving.stream_gateway" in args
+                                  for a in args if a.startswith("--websocket-listen="))
 
     def edge_url(self, protocol: str) -> str:
         return f"127.0.0.1:{self.ports[protocol]}"
@@ -255,7 +262,8 @@ def test_the_admin_key_opens_the_control_plane_on_every_replica(operated, protoc
 
 def attack_as_a_second_local_user(served: Launched, look_for: list[str], paths: list[Path]) -> dict:
     """tests/local_attacker.py as another user, against the edge's, every server's and gateway's ports."""
-    targets = {"ports": {"http": [int(u.rsplit(":", 1)[1]) for u in served.every_url("http")],
+    targets = {"ports": {"http": [int(u.rsplit(":", 1)[1]) for u in [*served.every_url("http"),
+                                                                      *served.socket_urls]],
                          "grpc": [int(u.rsplit(":", 1)[1]) for u in [*served.every_url("grpc"),
                                                                       *served.gateway_urls]]},
                "pids": sorted(served.members()), "look_for": look_for}
@@ -282,7 +290,8 @@ def test_a_second_local_user_finds_nothing_that_opens_the_control_plane(launched
     found = attack_as_a_second_local_user(launched, [CANARY], [tiny_repository, launched.logs,
                                                                  edge_config_path(launched).parent])
     assert [admin.CLOSED_HEADER, admin.CLOSED_VALUE] in found["pairs"]  # it read the flags: worth nothing
-    ours = set(launched.every_url("http") + launched.every_url("grpc") + launched.gateway_urls)
+    ours = set(launched.every_url("http") + launched.every_url("grpc") + launched.gateway_urls + launched.socket_urls)
+    assert len(launched.socket_urls) == len(launched.servers)  # each gateway's WebSocket was attacked too
     assert not [s for s in found["successes"] if f"127.0.0.1:{s.split()[1]}" in ours], found["successes"]
     assert found["found"] == {CANARY: []}  # not in any command line, environment or file it could read
     assert not [f for f in found["files_read"] if f.startswith(str(launched.logs))]  # logs are 0600
@@ -484,16 +493,20 @@ def recording_edge(tmp: Path, settings: edge.EdgeSettings):
 
 CREDENTIALS = {"authorization": "Bearer a-client-key-of-enough-length", admin.ADMIN_HEADER: "an-admin-key-0123456789",
                f"triton-grpc-protocol-{admin.ADMIN_HEADER}": "an-admin-key-0123456789"}
+UPGRADE = {"Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+           "Sec-WebSocket-Protocol": f"{contract.STREAM_SOCKET_SUBPROTOCOL}, "
+                                     f"{socket_key_protocol('a-client-key-of-enough-length')}"}
+"""A WebSocket's opening, with a client key offered as a subprotocol."""
 PROBE = ("x-ser-probe", "arrives")
 """A header the edge does not drop: the positive control that the recording sees what is passed on."""
 
 
 def test_the_edge_drops_credentials_and_admin_keys_before_the_servers(tmp_path):
     with recording_edge(tmp_path, edge.EdgeSettings()) as (front, http_seen, grpc_seen):
-        for path, body in [("/v2/health/ready", None), ("/v2/models/ser", None),
-                           ("/v2/models/ser/infer", b"{}")]:
+        for path, body, more in [("/v2/health/ready", None, {}), ("/v2/models/ser", None, {}),
+                                 ("/v2/models/ser/infer", b"{}", {}), (contract.STREAM_SOCKET_PATH, None, UPGRADE)]:
             request = urllib.request.Request(f"http://{front.http_url}{path}", data=body,
-                                             headers={**CREDENTIALS, PROBE[0]: PROBE[1]})
+                                             headers={**CREDENTIALS, PROBE[0]: PROBE[1], **more})
             urllib.request.urlopen(request, timeout=30).close()
         metadata = [*CREDENTIALS.items(), PROBE]
         with grpc.insecure_channel(front.grpc_url) as channel:
@@ -503,7 +516,10 @@ def test_the_edge_drops_credentials_and_admin_keys_before_the_servers(tmp_path):
                                                                            timeout=30))
         assert answers == [b"", b""]
     http_paths = [path for path, _ in http_seen]
-    assert set(http_paths) >= {"/v2/models/ser", "/v2/models/ser/infer"}, http_paths
+    assert set(http_paths) >= {"/v2/models/ser", "/v2/models/ser/infer", contract.STREAM_SOCKET_PATH}, http_paths
+    [socket_headers] = [headers for path, headers in http_seen if path == contract.STREAM_SOCKET_PATH]
+    assert socket_headers["upgrade"] == "websocket"  # the Upgrade goes on; the key among the subprotocols does not
+    assert socket_headers["sec-websocket-protocol"] == contract.STREAM_SOCKET_SUBPROTOCOL
     grpc_methods = {method.rsplit("/", 1)[1] for method, _ in grpc_seen}
     assert grpc_methods >= {"ServerReady", "ModelMetadata", "ModelInfer", METHOD}, grpc_methods
     for where, headers in [*http_seen, *grpc_seen]:
@@ -658,6 +674,11 @@ def test_the_edge_config_has_no_catch_all_route_and_forwards_only_the_clients_ro
             assert f"client_max_body_size {settings.max_stream_body_bytes};" in block
         elif "GRPCInferenceService" in pattern:
             assert "client_max_body_size" not in block
+        elif pattern == f"= {contract.STREAM_SOCKET_PATH}":  # a WebSocket: keyed, GET, credentials dropped here too
+            assert "if ($ser_stream_key_ok = 0) { return 401" in block and "limit_except GET { deny all; }" in block
+            for header in ("Authorization", admin.ADMIN_HEADER, f"triton-grpc-protocol-{admin.ADMIN_HEADER}"):
+                assert f'proxy_set_header {header} "";' in block  # a location's own headers replace the server's
+            assert "proxy_set_header Sec-WebSocket-Protocol $ser_socket_protocol;" in block
         else:  # HTTP: health and read-only metadata, GET only
             assert "limit_except GET { deny all; }" in block, pattern
             assert "/v2/health/" in pattern or pattern.startswith(("= /v2", '~ "^/v2/models')), pattern
@@ -666,7 +687,43 @@ def test_the_edge_config_has_no_catch_all_route_and_forwards_only_the_clients_ro
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
         "ModelStatistics", "ModelInfer", "ModelStreamInfer"}
     assert "client_max_body_size 16k;" in config  # everywhere else
+    page = {pattern: block for pattern, block in routes(config).items() if "try_files" in block}
+    files = sorted(path.name for path in edge.WEB.iterdir() if path.name != edge.PAGE)
+    assert set(page) == {"= /", f'~ "^/({"|".join(re.escape(name) for name in files)})$"'}, sorted(page)
+    for block in page.values():  # the page's own files, under its policy, GET only
+        assert "limit_except GET { deny all; }" in block and "_pass" not in block
+        assert f'add_header Content-Security-Policy "{edge.PAGE_HEADERS["Content-Security-Policy"]}" always;' in block
+
+
+def socket_url(served: Launched, scheme: str = "wss") -> str:
+    return f"{scheme}://{served.edge_url('http')}{contract.STREAM_SOCKET_PATH}"
+
+
+def test_a_socket_needs_a_valid_client_key_where_keys_are_set(secured):
+    """Browsers set no headers on a WebSocket, so the key may come as an offered subprotocol; without a
+    valid one (or the header) the edge refuses the socket, saying why; with one, it streams, and the
+    key is in no answer. Over TLS (wss), as the edge serves it; a plain socket to it is refused."""
+    context = ssl.create_default_context(cafile=str(secured.certificate))
+    frames, offered = framed(utterance(1.5, 11), 0.5), contract.STREAM_SOCKET_SUBPROTOCOL
+    refusals = {"no key": {}, "a wrong key": {"subprotocols": [offered, socket_key_protocol("a-wrong-key-" + "x" * 8)]},
+                "a wrong header": {"additional_headers": {"Authorization": "Bearer a-wrong-key-of-enough-length"}}}
+    for name, given in refusals.items():
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            talk(socket_url(secured), start_message(), frames, ssl=context, **given)
+        response = refused.value.response
+        assert response.status_code == 401 and b"needs a valid client key" in response.body, name
+        assert b"subprotocol" in response.body  # it says how a browser sends one
+    for given in [{"subprotocols": [offered, socket_key_protocol(key)]} for key in secured.keys] + [
+            {"additional_headers": {"Authorization": f"Bearer {secured.keys[0]}"}}]:  # the positive controls
+        result = talk(socket_url(secured), start_message(), frames, ssl=context, **given)
+        assert result.messages[-1] == {"event": "end"} and result.code == 1000, result.messages
+        answers = json.dumps(result.messages)
+        assert not any(key in answers or socket_key_protocol(key) in answers for key in secured.keys)
+    with pytest.raises(websockets.InvalidStatus) as plain:
+        talk(socket_url(secured, "ws"), start_message(), frames, subprotocols=[offered, socket_key_protocol(
+            secured.keys[0])])
+    assert plain.value.response.status_code == 400 and b"speaks TLS only" in plain.value.response.body
 
 
 def test_no_client_key_reaches_the_output_or_the_logs_once_stopped(secured):
-    assert_no_secret_once_stopped(secured, [*secured.keys, CANARY])
+    assert_no_secret_once_stopped(secured, [*secured.keys, *map(socket_key_protocol, secured.keys), CANARY])

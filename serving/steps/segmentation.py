@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime
 
 SAMPLE_RATE = 16_000
 """The rate of Silero's 16 kHz model, and of the ensemble (core.contract.SAMPLE_RATE: a test
@@ -34,9 +33,13 @@ LONGEST_SECONDS = 3600.0
 """A sanity bound of max_seconds; the stream step holds it to the ensemble's own audio limit."""
 
 
-def vad_session(path) -> onnxruntime.InferenceSession:
+def vad_session(path):
     """A session of Silero VAD's ONNX file (one for all the streams of a model: run is thread-safe);
-    a window is tiny, so one thread per run, as the package's own OnnxWrapper uses."""
+    a window is tiny, so one thread per run, as the package's own OnnxWrapper uses. ONNX Runtime is
+    imported here, not with the module: the rules alone (SegmentationRules, which the stream gateway
+    checks a WebSocket's start message with) need none of it."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -68,7 +71,8 @@ class SpeechDetector:
     `stateN`), and `sr` an int64 scalar; `output` [1, 1] is the probability.
     """
 
-    def __init__(self, session: onnxruntime.InferenceSession, tensors: dict | None = None):
+    def __init__(self, session, tensors: dict | None = None):
+        """`session`: vad_session's (an onnxruntime.InferenceSession)."""
         self.session = session
         self.tensors = tensors or VAD_TENSORS
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
