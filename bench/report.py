@@ -193,8 +193,9 @@ def plot_streaming(summary: dict, path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     live = next(iter(summary["streaming"].values()))
-    machine = live.get("machine", summary["machine"])  # a streaming run measured apart names its own
-    figure.suptitle(f"{machine['cpu']}, {machine['usable_cores']} cores ({live.get('preset', summary['preset'])})",
+    measured_on = live.get("machine", summary["machine"])  # a streaming run measured apart names its own
+    figure.suptitle(f"{measured_on['cpu']}, {measured_on['usable_cores']} cores "
+                    f"({live.get('preset', summary['preset'])})",
                     fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -3,7 +3,9 @@
 import json
 
 from ser_triton.bench.__main__ import main
-from tests.train_corpus import corpus  # noqa: F401  (a fixture)
+from tests import train_corpus
+
+corpus = train_corpus.corpus  # the shared fixture, by its name
 
 
 def test_the_training_stage_writes_each_run_beside_the_baseline(corpus, tmp_path):
