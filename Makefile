@@ -25,6 +25,8 @@ STEPS_ARGS ?=
 BENCH_ARGS ?=
 DATA       ?=
 EVALUATE_ARGS ?=
+# ser-train's flags: the split (--test-speakers A,B, --test-sessions N, --folds sessions), --recipe, --map ...
+TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
 MODEL_FLAGS = --preset $(PRESET) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
@@ -33,7 +35,7 @@ SERVER_FLAGS = --replicas $(REPLICAS) $(foreach flag,$(SERVER_ARGS),--server-arg
 	$(if $(CLIENT_KEYS),--client-keys $(CLIENT_KEYS)) $(if $(TLS_CERTIFICATE),--tls-certificate $(TLS_CERTIFICATE)) \
 	$(if $(TLS_KEY),--tls-key $(TLS_KEY))
 
-.PHONY: setup balancer browser export steps serve demo evaluate test bench clean
+.PHONY: setup balancer browser export steps serve demo evaluate train test bench clean
 
 setup: $(VENV)/.installed balancer browser
 
@@ -87,6 +89,13 @@ demo: setup
 evaluate: setup
 	@test -n "$(DATA)" || { echo "make evaluate: give the labelled data: DATA=manifest.csv (path,label[,text]) or DATA=IEMOCAP_full_release" >&2; exit 2; }
 	$(PY) client/evaluate.py $(DATA) $(EVALUATE_ARGS)
+
+# ser-train into checkpoints/ (--out DIR elsewhere): the research checkpoint `make export CHECKPOINT=` serves
+# (docs/training.md); PRESET= and CHECKPOINT= as for make export.
+train: setup
+	@test -n "$(DATA)" || { echo "make train: give the labelled data (DATA=manifest.csv with path,label,speaker" \
+		"columns, or DATA=IEMOCAP_full_release) and its test speakers (TRAIN_ARGS=\"--test-sessions 5\")" >&2; exit 2; }
+	$(PY) -m ser_triton.train $(DATA) $(MODEL_FLAGS) $(TRAIN_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
     python -m ser_triton.bench                    # full run: 40 utterances, every precision variant, writes bench/results/
     python -m ser_triton.bench --quick            # a few minutes (once the exports exist): 12 utterances
     python -m ser_triton.bench --preset tiny --quick --out /tmp/results --work /tmp/work     # what the test runs
+    python -m ser_triton.bench --training         # ser-train's recipes on RAVDESS instead (bench/training.py)
 
 1. workload: seeded utterances with IEMOCAP-like lengths (bench/workload.py), cached;
 2. PyTorch: model.reference.ResearchPipeline one utterance at a time, 2 threads, in each variant this
@@ -109,6 +110,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--training" in argv:  # ser-train's recipes on RAVDESS: a stage of its own (bench/training.py)
+        from ser_triton.bench import training
+        return training.main([arg for arg in argv if arg != "--training"])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -3,38 +3,11 @@ headline is bench.analysis's); the machine's description."""
 
 import json
 import os
-import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from ser_triton.bench.analysis import BASELINE
-from ser_triton.export.cpu_features import CPUInfo, isa
-
-
-def machine() -> dict:
-    cpu = CPUInfo.read()
-    try:
-        memory_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
-                              if l.startswith("MemTotal")).split()[1])
-    except (OSError, StopIteration):
-        memory_kib = 0
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "onnxruntime", "transformers", "numpy", "onnx", "tritonclient", "nvidia-pytriton"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    versions["tritonserver"] = "2.51.0 (bundled in nvidia-pytriton 0.7.0)"
-    return {
-        "cpu": cpu.model,
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(memory_kib / 2**20, 1),
-        "isa": isa(set(cpu.flags)),
-        "kernel": platform.release(),
-        "versions": versions,
-    }
+from ser_triton.export.cpu_features import machine  # noqa: F401  the summary's machine
 
 
 def load_average() -> list[float]:
@@ -221,8 +194,9 @@ def plot_streaming(summary: dict, path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     live = next(iter(summary["streaming"].values()))
-    machine = live.get("machine", summary["machine"])  # a streaming run measured apart names its own
-    figure.suptitle(f"{machine['cpu']}, {machine['usable_cores']} cores ({live.get('preset', summary['preset'])})",
+    measured_on = live.get("machine", summary["machine"])  # a streaming run measured apart names its own
+    figure.suptitle(f"{measured_on['cpu']}, {measured_on['usable_cores']} cores "
+                    f"({live.get('preset', summary['preset'])})",
                     fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

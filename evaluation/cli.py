@@ -26,7 +26,7 @@ from ser_triton.evaluation import systems
 from ser_triton.core.cli import positive
 from ser_triton.core.channels import MODES as CHANNEL_MODES
 from ser_triton.core.contract import LABELS
-from ser_triton.evaluation.datasets import DataError, Skipped, load_dataset
+from ser_triton.evaluation.datasets import DataError, Skipped, load_dataset, parse_label_map
 from ser_triton.client.library import DEFAULT_URLS, SERClient
 
 EXTRA_HINT = "pip install 'ser-triton[evaluate]'"
@@ -41,6 +41,9 @@ def build_parser(reference: bool) -> argparse.ArgumentParser:
                              "manifests: values of the session column)")
     parser.add_argument("--excited", choices=("happy", "drop"), default="happy",
                         help="IEMOCAP's exc: merged into happy (default, the research setup) or left out")
+    parser.add_argument("--map", action="append", metavar="LABEL=TARGET",
+                        help="what the data's other labels mean: a served label or drop (left out, counted); "
+                             "repeatable, e.g. --map excited=happy --map calm,fearful=drop")
     parser.add_argument("--limit", type=positive(int), metavar="N", help="only the first N usable utterances")
     served = parser.add_argument_group("served system")
     served.add_argument("--url", help=f"server host:port (default {DEFAULT_URLS['grpc']} for grpc, "
@@ -138,7 +141,7 @@ def evaluate(args) -> int:
     from ser_triton.evaluation import metrics  # needs the evaluate extra (jiwer), checked by main
 
     try:
-        dataset = load_dataset(args.data, args.sessions, args.excited)
+        dataset = load_dataset(args.data, args.sessions, args.excited, parse_label_map(args.map))
     except DataError as error:
         print(error, file=sys.stderr)
         return 2

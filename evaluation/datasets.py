@@ -2,10 +2,15 @@
 
     dataset = load_dataset("data/test.csv")                               # path,label[,text,speaker,session]
     dataset = load_dataset("IEMOCAP_full_release", sessions=["5"])        # the 4-class setup, session 5
+    dataset = load_dataset("ravdess/manifest.csv", label_map=parse_label_map(["calm=neutral", "fearful=drop"]))
 
 Every row that cannot be used (a malformed row, a label outside the served classes, a missing
 audio file) becomes a `Skipped` entry with its reason; nothing is dropped silently and no row
 stops the others. Only a data set that cannot be read at all raises `DataError`.
+
+A label map (`--map excited=happy`, `--map calm,fearful=drop`) says what the data's other labels
+mean: a served label, or `drop` (left out by design, and counted). It is read here, for every
+command that reads labelled speech (ser-evaluate, ser-train).
 """
 
 import csv
@@ -30,6 +35,7 @@ class Utterance:
     text: str | None = None  # reference transcript
     speaker: str | None = None
     session: str | None = None
+    original_label: str | None = None  # the label as the data spells it (`exc`, `Calm`...)
     channel: int | None = None  # the channel (from 1) that holds the labelled speaker; None: the whole audio
 
 
@@ -38,7 +44,8 @@ class Skipped:
     source: str  # where the row is: manifest line, or IEMOCAP utterance id
     reason: str  # the kind of problem, counted in the summary
     detail: str = ""  # this row's particulars
-    by_design: bool = False  # left out by the data set's setup (IEMOCAP's other categories), not a problem
+    by_design: bool = False  # left out by the data set's setup (IEMOCAP's other categories, --map X=drop)
+    label: str | None = None  # the row's label as the data spells it, where its label is why it is skipped
 
     def line(self) -> str:
         return f"{self.source}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
@@ -74,20 +81,55 @@ IEMOCAP_CATEGORIES = {
 }
 """IEMOCAP's category codes and what they mean (EmoEvaluation summary lines)."""
 
-
-def normalise_label(text: str) -> str | None:
-    """The served label a data set's spelling means (`neu`, `Neutral`, `exc`...), or None."""
-    return _LABEL_OF.get(text.strip().lower())
+IEMOCAP_SPELLINGS = {"fru": ("frustrated",), "sur": ("surprised",), "fea": ("fearful",), "dis": ("disgusted",)}
+"""Further names a label map may give IEMOCAP's categories by (besides the code and its meaning)."""
 
 
-def load_dataset(path: str | Path, sessions=None, excited: str = "happy") -> Dataset:
-    """A manifest file or an IEMOCAP release folder, told apart by what `path` is."""
+LEFT_OUT = "drop"
+"""The --map target that leaves a label out: `--map calm=drop`."""
+
+
+def parse_label_map(items) -> dict[str, str]:
+    """`["excited=happy", "calm,fearful=drop"]` -> {spelling (lower case): served label or LEFT_OUT}."""
+    label_map = {}
+    for item in items or ():
+        spellings, equals, target = str(item).partition("=")
+        target = target.strip().lower()
+        names = [s.strip().lower() for s in spellings.split(",") if s.strip()]
+        if not equals or not names or target not in (*LABELS, LEFT_OUT):
+            raise DataError(f"--map {item}: give LABEL=TARGET (LABEL as the data spells it, several joined by "
+                            f"commas), TARGET one of {', '.join(LABELS)} or {LEFT_OUT} to leave it out; "
+                            f"e.g. --map excited=happy --map calm,fearful=drop")
+        for name in names:
+            if label_map.get(name, target) != target:
+                raise DataError(f"--map: {name!r} is mapped twice, to {label_map[name]} and to {target}")
+            label_map[name] = target
+    return label_map
+
+
+def normalise_label(text: str, label_map: dict[str, str] | None = None) -> str | None:
+    """The served label a data set's spelling means (`neu`, `Neutral`, `exc`...), LEFT_OUT where the
+    label map leaves it out, or None. The label map comes first."""
+    spelling = text.strip().lower()
+    if label_map and spelling in label_map:
+        return label_map[spelling]
+    return _LABEL_OF.get(spelling)
+
+
+def _left_out(source: str, spelling: str) -> Skipped:
+    return Skipped(source, f"label {spelling.strip().lower()!r} left out (--map)", by_design=True, label=spelling)
+
+
+def load_dataset(path: str | Path, sessions=None, excited: str = "happy", label_map: dict | None = None) -> Dataset:
+    """A manifest file or an IEMOCAP release folder, told apart by what `path` is.
+
+    label_map: parse_label_map's result, for labels the data spells otherwise than LABEL_SPELLINGS."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder: give a manifest (.csv, .tsv, .jsonl) or an IEMOCAP folder")
     if path.is_dir():
-        return read_iemocap(path, sessions, excited)
-    return read_manifest(path, sessions)
+        return read_iemocap(path, sessions, excited, label_map)
+    return read_manifest(path, sessions, label_map)
 
 
 # Manifests ------------------------------------------------------------------------------------
@@ -150,7 +192,7 @@ def _session_filter(sessions) -> set[str] | None:
     return None if sessions is None else {str(session).strip() for session in sessions}
 
 
-def read_manifest(path: Path, sessions=None) -> Dataset:
+def read_manifest(path: Path, sessions=None, label_map: dict | None = None) -> Dataset:
     """Rows with `path` and `label` (and optionally `text`, `speaker`, `session`, `id`, `channel`).
 
     Relative paths resolve against the manifest's folder. `sessions` keeps the rows whose
@@ -177,10 +219,14 @@ def read_manifest(path: Path, sessions=None) -> Dataset:
         sessions_seen.add(session)
         if wanted is not None and session not in wanted:
             continue
-        label = normalise_label(spelling)
+        label = normalise_label(spelling, label_map)
+        if label == LEFT_OUT:
+            skipped.append(_left_out(source, spelling))
+            continue
         if label is None:
             skipped.append(Skipped(source, "unknown label",
-                                   f"{spelling!r} is none of {', '.join(LABELS)} or their usual spellings"))
+                                   f"{spelling!r} is none of {', '.join(LABELS)} or their usual spellings",
+                                   label=spelling))
             continue
         channel = _field(row, "channel")
         if channel is not None and not (channel.isdigit() and int(channel) >= 1):
@@ -191,7 +237,8 @@ def read_manifest(path: Path, sessions=None) -> Dataset:
             skipped.append(Skipped(source, "missing audio file", str(file)))
             continue
         utterances.append(Utterance(_field(row, "id") or audio, file, label, _field(row, "text"),
-                                    _field(row, "speaker"), session, None if channel is None else int(channel)))
+                                    _field(row, "speaker"), session, spelling,
+                                    channel=None if channel is None else int(channel)))
     if wanted is not None and sessions_seen <= {None}:
         raise DataError(f"{path}: --sessions needs a session column in the manifest, and it has none")
     return Dataset(_name(path.stem, sorted(wanted or ())), "manifest", path, utterances, skipped)
@@ -248,8 +295,18 @@ def _wanted_sessions(root: Path, found: dict[int, Path], sessions) -> list[int]:
     return sorted(wanted)
 
 
-def read_iemocap(root: Path, sessions=None, excited: str = "happy") -> Dataset:
-    """The IEMOCAP release as distributed, in the 4-class setup (`excited="drop"`: happy is hap only)."""
+def iemocap_label(code: str, kept: tuple[str, ...], label_map: dict | None) -> str | None:
+    """The served label of a category code (LEFT_OUT where the label map drops it), None where the
+    4-class setup leaves it out. The label map may name a code, its meaning or IEMOCAP_SPELLINGS."""
+    for spelling in (code, IEMOCAP_CATEGORIES.get(code, code), *IEMOCAP_SPELLINGS.get(code, ())):
+        if label_map and spelling in label_map:
+            return label_map[spelling]
+    return normalise_label(code) if code in kept else None
+
+
+def read_iemocap(root: Path, sessions=None, excited: str = "happy", label_map: dict | None = None) -> Dataset:
+    """The IEMOCAP release as distributed, in the 4-class setup (`excited="drop"`: happy is hap only;
+    a label map adds or drops categories: `frustrated=angry`)."""
     found = _iemocap_session_folders(root)
     if not found:
         raise DataError(f"{root}: a folder without Session1..Session5 subfolders: give the IEMOCAP release "
@@ -268,16 +325,20 @@ def read_iemocap(root: Path, sessions=None, excited: str = "happy") -> Dataset:
             dialog = label_file.stem
             transcripts = iemocap_transcripts(folder / "dialog" / "transcriptions" / label_file.name)
             for utterance_id, code in iemocap_labels(label_file):
-                if code not in kept:
+                label = iemocap_label(code, kept, label_map)
+                if label == LEFT_OUT:
+                    skipped.append(_left_out(utterance_id, code))
+                    continue
+                if label is None:
                     meaning = IEMOCAP_CATEGORIES.get(code, "not an IEMOCAP category")
                     skipped.append(Skipped(utterance_id, f"IEMOCAP category {code} ({meaning}) is left out",
-                                           by_design=True))
+                                           by_design=True, label=code))
                     continue
                 wav = folder / "sentences" / "wav" / dialog / f"{utterance_id}.wav"
                 if not wav.is_file():
                     skipped.append(Skipped(utterance_id, "missing audio file", str(wav)))
                     continue
-                utterances.append(Utterance(utterance_id, wav, normalise_label(code), transcripts.get(utterance_id),
-                                            iemocap_speaker(utterance_id), str(number)))
+                utterances.append(Utterance(utterance_id, wav, label, transcripts.get(utterance_id),
+                                            iemocap_speaker(utterance_id), str(number), code))
     name = _name(root.resolve().name, numbers if sessions is not None else ())
     return Dataset(name, "iemocap", root, utterances, skipped)

@@ -9,7 +9,10 @@ The detection reads /proc/cpuinfo (Linux) and is a pure function of the flags, s
 flag sets, not on the machine that runs the tests.
 """
 
+import os
+import platform
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 ISA_ORDER = ("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
@@ -60,3 +63,29 @@ def has_vnni(found: list[str]) -> bool:
     """int8 dot products that do not saturate (VNNI or AMX)."""
     return bool({"amx", "avx512_vnni", "avx_vnni"} & set(found))
 
+
+def machine() -> dict:
+    """This machine, as benchmarks and training runs name it: CPU model, cores, memory, ISA, versions."""
+    cpu = CPUInfo.read()
+    try:
+        memory_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
+                              if l.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        memory_kib = 0
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "onnxruntime", "transformers", "accelerate", "numpy", "onnx", "tritonclient",
+                    "nvidia-pytriton"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    versions["tritonserver"] = "2.51.0 (bundled in nvidia-pytriton 0.7.0)"
+    return {
+        "cpu": cpu.model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "isa": isa(set(cpu.flags)),
+        "kernel": platform.release(),
+        "versions": versions,
+    }

@@ -34,6 +34,7 @@ from ser_triton.model.errors import ModelError
 from ser_triton.model.networks import served_network
 from ser_triton.model.sources import BERT_MAX_TOKENS, ModelBuilder, ModelSources, warn_if_untrained
 from ser_triton.serving.steps.runtime import give_back_freed_memory
+from ser_triton.serving.steps.text import write_tokenizer_assets
 
 log = logging.getLogger("export")
 REPORT_FILE = "export_report.json"
@@ -90,6 +91,21 @@ def network_builder(model, name: str):
     return build
 
 
+def export_network(model, name: str, path: Path, scratch: Path, tolerance: float = TOLERANCE,
+                   optimize: bool = True) -> tuple[dict, dict | None]:
+    """One network of `model` (a ModelBuilder or Components) as an fp32 ONNX file at `path`, checked
+    against PyTorch, and with `optimize` its conv front end rewritten as the cpu target serves it
+    (`scratch`: a folder of its own). (parity report, rewrite report or None). Training runs the
+    ASR from this file, so that its transcripts are the served ones (train.transcripts)."""
+    log.info("exporting %s", name)
+    sizes = specs.Sizes.of(model)
+    spec = specs.model_specs(sizes)[name]
+    parity = export_and_check(network_builder(model, name), spec, sizes, path, tolerance)
+    rewrite = optimize_network(path, spec, example_inputs(spec, sizes), scratch, tolerance) if optimize else None
+    gc.collect()
+    return parity, rewrite
+
+
 def export(options: ExportOptions, components=None) -> dict:
     """Write and verify the repository at options.out; returns the report (also written there).
 
@@ -106,8 +122,8 @@ def export(options: ExportOptions, components=None) -> dict:
     for name in list(all_specs) + [ENSEMBLE]:
         shutil.rmtree(out / name, ignore_errors=True)
     assets = repository.model_directory(out, specs.CTC_TOKENIZE)
-    repository.write_tokenizer_assets(assets, model.bert_tokenizer, model.ctc_tokenizer, BERT_MAX_TOKENS,
-                                      model.config(specs.ASR).inputs_to_logits_ratio)
+    write_tokenizer_assets(assets, model.bert_tokenizer, model.ctc_tokenizer, BERT_MAX_TOKENS,
+                           model.config(specs.ASR).inputs_to_logits_ratio)
     report = {"model": model.description, "head_trained": model.head_trained, "target": deployment.target,
               "precision": options.precision, "sizes": asdict(sizes), "deployment": deployment.as_dict(),
               "networks": {}}
@@ -117,14 +133,11 @@ def export(options: ExportOptions, components=None) -> dict:
                                   "tolerance_fp32": options.tolerance, "networks": {}}
     with tempfile.TemporaryDirectory(prefix="export-", dir=out) as scratch:
         for name in specs.ONNX_NETWORKS:
-            log.info("exporting %s", name)
-            spec, path = all_specs[name], repository.network_file(out, name)
-            report["networks"][name] = export_and_check(network_builder(model, name), spec, sizes, path,
-                                                        options.tolerance)
-            if cpu and options.optimize:
-                report["optimization"]["networks"][name] = optimize_network(
-                    path, spec, example_inputs(spec, sizes), Path(scratch) / name, options.tolerance)
-            gc.collect()
+            parity, rewrite = export_network(model, name, repository.network_file(out, name), Path(scratch) / name,
+                                             options.tolerance, cpu and options.optimize)
+            report["networks"][name] = parity
+            if rewrite is not None:
+                report["optimization"]["networks"][name] = rewrite
         if cpu and options.precision != "fp32":
             audios, source = calibration.load(options.calibration_audio)
             choice = precision.choose(options.precision, out, all_specs, audios, source, Path(scratch),

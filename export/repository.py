@@ -296,23 +296,3 @@ def write_repository(root: Path, all_specs: dict[str, specs.ModelSpec], deployme
     write_config(ensemble_config(all_specs, deployment), root / contract.ENSEMBLE)
     model_directory(root, contract.ENSEMBLE).mkdir(exist_ok=True)
     write_stream_model(root, deployment)
-
-
-def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int,
-                           frame_samples: int) -> None:
-    """The research tokenizers as files the serving step reads with `tokenizers` and json; with the
-    CTC vocabulary, how many audio samples one CTC frame advances (the ASR's `inputs_to_logits_ratio`),
-    which times the transcript's words."""
-    directory.mkdir(parents=True, exist_ok=True)
-    backend = bert_tokenizer.backend_tokenizer
-    backend.no_padding()
-    backend.enable_truncation(max_length=max_tokens)
-    backend.save(str(directory / TOKENIZER_FILE))
-    vocab = ctc_tokenizer.get_vocab()
-    (directory / CTC_VOCAB_FILE).write_text(json.dumps({
-        "vocab": sorted(vocab, key=vocab.get),
-        "blank": ctc_tokenizer.pad_token,
-        "delimiter": ctc_tokenizer.word_delimiter_token,
-        "clean_up": bool(ctc_tokenizer.clean_up_tokenization_spaces),
-        "frame_samples": int(frame_samples),
-    }, indent=1))

@@ -68,6 +68,9 @@ def encode_frames(base, waveform, lengths):
     if isinstance(projected, tuple):  # wav2vec2 also returns the normalised features
         projected = projected[0]
     frame_mask = sequence_mask(frames, projected.shape[1])
+    if base.training and projected.shape[1] >= base.config.mask_time_length:
+        # SpecAugment over valid frames, as HubertModel.forward applies it in training (ser-train); never in eval
+        projected = base._mask_hidden_states(projected, attention_mask=frame_mask.long())
     hidden = base.encoder(projected, attention_mask=frame_mask).last_hidden_state
     return hidden, frames
 

@@ -6,6 +6,7 @@ a time), and `build_components` (its `components()`) returns all the research mo
 (core.glossary), for the reference pipeline.
 """
 
+import copy
 import json
 import logging
 import tempfile
@@ -51,23 +52,34 @@ _TINY_ENCODER = dict(
 )
 
 
-def _configs(encoder: dict, text: dict) -> dict:
+_SMALL_FRONT_END = dict(conv_dim=(32,) * 6, conv_kernel=(10, 3, 3, 3, 2, 2), conv_stride=(10, 2, 2, 2, 2, 2))
+"""The small preset's convolutional front end: 6 layers instead of 7, the first one GroupNorm'ed (per
+channel over time: a per-utterance normalisation), 320 samples a frame as HuBERT's; about 2.5x less CPU
+time per training epoch than tiny's on this project's 2-core CPU (docs/training.md)."""
+
+
+def _configs(encoder: dict, text: dict, acoustic_norm: str = "layer") -> dict:
     return {
         ACOUSTIC_ENCODER.name: lambda: HubertConfig(
-            **encoder, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+            **encoder, feat_extract_norm=acoustic_norm, do_stable_layer_norm=True, conv_bias=True),
         ASR.name: lambda: Wav2Vec2Config(
             **encoder, feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
         TEXT_ENCODER.name: lambda: BertConfig(**text),
     }
 
 
-FULL_CONFIGS = _configs(_LARGE_ENCODER, {})
-TINY_CONFIGS = _configs(_TINY_ENCODER, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=64))
+_TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+RANDOM_CONFIGS = {
+    "tiny": _configs(_TINY_ENCODER, _TINY_TEXT),
+    "small": _configs({**_TINY_ENCODER, **_SMALL_FRONT_END}, _TINY_TEXT, acoustic_norm="group"),
+    "full-random": _configs(_LARGE_ENCODER, {}),
+}
+"""The random presets' architectures (the ASR shares the acoustic encoder's sizes)."""
 
-PRESETS = ("pretrained", "tiny", "full-random")
-"""pretrained: hub ids or local directories; tiny: small random networks for tests and demos;
-full-random: full-size architectures with random weights (benchmarks without a model hub)."""
+PRESETS = ("pretrained", *RANDOM_CONFIGS)
+"""pretrained: hub ids or local directories; tiny: small random networks for tests and demos; small:
+tiny with a cheaper front end, for training from scratch on a CPU (ser-train); full-random: full-size
+architectures with random weights (benchmarks without a model hub)."""
 
 
 @dataclass
@@ -159,7 +171,7 @@ class ModelBuilder:
             self.ctc_tokenizer = _from_source(ASR, Wav2Vec2CTCTokenizer.from_pretrained, self.sources.asr)
             self.description = {"preset": preset, **vars(self.sources)}
         else:
-            self.configs = {name: make() for name, make in (TINY_CONFIGS if preset == "tiny" else FULL_CONFIGS).items()}
+            self.configs = {name: make() for name, make in RANDOM_CONFIGS[preset].items()}
             self.bert_tokenizer = BertTokenizerFast.from_pretrained(offline_bert_vocab_dir(),
                                                                     model_max_length=BERT_MAX_TOKENS)
             self.ctc_tokenizer = offline_ctc_tokenizer()
@@ -182,19 +194,26 @@ class ModelBuilder:
         """The configuration of an encoder (acoustic_encoder, asr, text_encoder)."""
         return self.configs[name]
 
-    def _architecture(self, name: str) -> torch.nn.Module:
+    def _architecture(self, name: str, changes: dict | None = None) -> torch.nn.Module:
         if name == FUSION_HEAD.name:
             return FusionHead(self.configs[ACOUSTIC_ENCODER.name].hidden_size,
                               self.configs[TEXT_ENCODER.name].hidden_size, len(LABELS))
-        return PRETRAINED_CLASSES[name][1](self.configs[name])
+        config = self.configs[name]
+        if changes:
+            config = copy.deepcopy(config)
+            for key, value in changes.items():
+                setattr(config, key, value)
+        return PRETRAINED_CLASSES[name][1](config)
 
-    def network(self, name: str) -> torch.nn.Module:
-        """A new copy of one network, in eval mode, with the checkpoint's weights if there is one."""
+    def network(self, name: str, **changes) -> torch.nn.Module:
+        """A new copy of one network, in eval mode, with the checkpoint's weights if there is one.
+        `changes`: configuration fields that differ from the source's (ser-train's dropout), which
+        must not change the weights."""
         if self.preset == "pretrained" and name != FUSION_HEAD.name:
             module = _from_source(BY_NAME[name], PRETRAINED_CLASSES[name][1].from_pretrained, self.source(name),
-                                  attn_implementation="eager")
+                                  attn_implementation="eager", **changes)
         else:
-            module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name))
+            module = _seeded(self.seed + SEED_OFFSETS[name], lambda: self._architecture(name, changes))
         if self.checkpoint is not None:
             from ser_triton.model.checkpoint import load_checkpoint, load_network_weights
 
@@ -237,18 +256,20 @@ def warn_if_untrained(components: Components) -> None:
         )
 
 
-def add_model_arguments(parser) -> None:
-    """The model-choosing flags shared by `python -m ser_triton.export` and `python -m ser_triton.model.reference`."""
+def add_model_arguments(parser, aliases: bool = True, seed_help: str = "seed of the random presets") -> None:
+    """The model-choosing flags shared by `python -m ser_triton.export`, `python -m ser_triton.model.reference`
+    and ser-train (which has a --text of its own: `aliases=False` leaves out --acoustic and --text)."""
     group = parser.add_argument_group("model")
     group.add_argument("--preset", choices=PRESETS, default="pretrained",
                        help="pretrained: hub ids or local directories (default); tiny: small random "
-                            "networks, offline; full-random: full-size random networks, offline")
+                            "networks, offline; small: tiny with a cheaper front end, for training from scratch; "
+                            "full-random: full-size random networks, offline")
     group.add_argument("--checkpoint", help="research checkpoint (.pt) with trained encoders and head")
     for network, alias in ((ACOUSTIC_ENCODER, "--acoustic"), (ASR, None), (TEXT_ENCODER, "--text")):
-        flags = [network.flag] + ([alias] if alias else [])  # the short aliases of earlier releases
+        flags = [network.flag] + ([alias] if alias and aliases else [])  # the short aliases of earlier releases
         group.add_argument(*flags, dest=network.name, default=network.pretrained,
                            help=f"{network.summary}: Hugging Face id or local directory")
-    group.add_argument("--seed", type=int, default=0, help="seed of the random presets")
+    group.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def sources_from_args(args) -> ModelSources:

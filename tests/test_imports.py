@@ -4,6 +4,7 @@
     <- model (research model), client (thin client), serving.steps (run inside Triton, self-contained)
     <- evaluation (ser-evaluate: the data readers and the metrics, which export's drift gates score with)
     <- export (model -> ONNX + repository), serving (launcher, edge, supervision; needs no evaluation)
+    <- train (ser-train: labelled speech -> a research checkpoint; it runs the exported ASR)
     <- bench (make bench)
 
 The ground floor needs only the thin client's own dependencies: the bare client imports all of it.
@@ -28,7 +29,9 @@ FLOORS = {
     "evaluation": {"core", "client", "model", "evaluation"},
     "export": {"core", "samples", "model", "serving.steps", "evaluation", "export"},
     "serving": {"core", "samples", "client", "serving.steps", "serving"},
-    "bench": {"core", "samples", "model", "client", "serving.steps", "export", "serving", "evaluation", "bench"},
+    "train": {"core", "samples", "model", "client", "serving.steps", "evaluation", "export", "train"},
+    "bench": {"core", "samples", "model", "client", "serving.steps", "export", "serving", "evaluation", "train",
+              "bench"},
 }
 """Each package (a folder, installed as ser_triton.<folder>) and the packages it may import."""
 

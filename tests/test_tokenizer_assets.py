@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import BertTokenizerFast
 
-from ser_triton.export.repository import write_tokenizer_assets
+from ser_triton.serving.steps.text import write_tokenizer_assets
 from ser_triton.model.sources import BERT_MAX_TOKENS, CTC_VOCAB, offline_bert_vocab_dir, offline_ctc_tokenizer
 from ser_triton.serving.steps.ctc import CTCDecoder
 from ser_triton.serving.steps.text import CTC_VOCAB_FILE, TOKENIZER_FILE

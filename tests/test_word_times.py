@@ -80,7 +80,7 @@ def test_the_clean_up_runs_words_together_with_their_frames():
 
 
 def test_word_times_are_seconds_of_the_frames(tiny_components, tmp_path):
-    from ser_triton.export.repository import write_tokenizer_assets
+    from ser_triton.serving.steps.text import write_tokenizer_assets
     from ser_triton.model.sources import BERT_MAX_TOKENS
 
     asr = tiny_components.config(specs.ASR)

@@ -59,3 +59,24 @@ class TranscriptTokenizer:
             ids[i, : len(encoding.ids)] = encoding.ids
             mask[i, : len(encoding.ids)] = 1
         return ids, mask
+
+
+def write_tokenizer_assets(directory: Path, bert_tokenizer, ctc_tokenizer, max_tokens: int,
+                           frame_samples: int | None = None) -> None:
+    """The research tokenizers (transformers' BertTokenizerFast and Wav2Vec2CTCTokenizer) as the files
+    TranscriptTokenizer reads: the export writes them beside the step, training into its cache. With
+    `frame_samples` (the ASR's `inputs_to_logits_ratio`: audio samples per CTC frame), the CTC
+    vocabulary also times the transcript's words, which the serving step needs (the export gives it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    backend = bert_tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.enable_truncation(max_length=max_tokens)
+    backend.save(str(directory / TOKENIZER_FILE))
+    vocab = ctc_tokenizer.get_vocab()
+    (directory / CTC_VOCAB_FILE).write_text(json.dumps({
+        "vocab": sorted(vocab, key=vocab.get),
+        "blank": ctc_tokenizer.pad_token,
+        "delimiter": ctc_tokenizer.word_delimiter_token,
+        "clean_up": bool(ctc_tokenizer.clean_up_tokenization_spaces),
+        **({} if frame_samples is None else {"frame_samples": int(frame_samples)}),
+    }, indent=1))
