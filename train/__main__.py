@@ -25,6 +25,7 @@ from ser_triton.core.cli import positive
 from ser_triton.core.contract import CLIENT_WINDOW_SECONDS
 from ser_triton.evaluation.datasets import DataError, parse_label_map
 from ser_triton.model.sources import add_model_arguments, sources_from_args
+from ser_triton.train.allocator import keep_freed_memory
 from ser_triton.train.errors import TrainError
 from ser_triton.train.recipes import KNOBS, RECIPES, default_recipe
 from ser_triton.train.session import TrainOptions, default_cache, is_first_process, run
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
+        keep_freed_memory()
         options = options_from(args, argv)
         if args.device == "cuda" and not torch.cuda.is_available():
             raise TrainError("--device cuda: PyTorch sees no CUDA GPU here; train with --device cpu")
