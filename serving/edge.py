@@ -191,7 +191,7 @@ class _Template(string.Template):
 def copy_page(work: Path) -> Path:
     """The page's files (WEB) in `work`/web, readable by nginx's workers (nobody, under root)."""
     folder = Path(work) / "web"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
     for item in WEB.iterdir():
         if item.is_file():

@@ -19,7 +19,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS
+from ser_triton.core.contract import ENSEMBLE, MAX_SECONDS, STREAM_SOCKET_PATH
 from ser_triton.serving import admin, edge, health
 from ser_triton.serving.supervisor import TritonServer
 from tests import deploy_helpers
@@ -541,8 +541,10 @@ def edge_config(arguments: list[str], directory) -> str:
 REFUSED_HTTP = ["/v2/repository/index", f"/v2/repository/models/{ENSEMBLE}/load",
                 f"/v2/repository/models/{ENSEMBLE}/unload", "/v2/logging", "/v2/trace/setting",
                 f"/v2/models/{ENSEMBLE}/trace/setting", "/v2/systemsharedmemory/register",
-                "/v2/systemsharedmemory/region/x/unregister", "/v2/cudasharedmemory/status", "/", "/metrics"]
+                "/v2/systemsharedmemory/region/x/unregister", "/v2/cudasharedmemory/status", "/metrics", "/v1/nothing", "/web/"]
 """The control plane (ser_triton.serving.admin.RESTRICTED_APIS: the model repository first), and what no route names."""
+PAGE_HTTP = ["/", "/ser-stream.js"]
+"""The page the edge serves from its own files (GET only), never forwarded to a server."""
 REFUSED_GRPC = [f"/inference.GRPCInferenceService/{method}" for method in (
     "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "LogSettings", "TraceSetting",
     "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister")]
@@ -579,6 +581,9 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
         assert not chosen.forwards and "grpc-status 7 " in chosen.body, path  # PERMISSION_DENIED
     assert all(route(http, path).forwards for path in SERVED_HTTP)
     assert all(route(grpc, path).forwards for path in SERVED_GRPC)
+    for path in PAGE_HTTP:
+        chosen = route(http, path)
+        assert not chosen.forwards and "limit_except GET { deny all; }" in chosen.body and "root " in chosen.body, path
     # to the server Service's ports (here 127.0.0.1), gRPC over HTTP/2, over kept-alive connections
     upstreams = dict(blocks(config, "upstream"))
     _, http_port, grpc_port = upstream(arguments)
@@ -586,7 +591,10 @@ def test_the_edge_config_forwards_only_the_clients_routes_and_nginx_takes_it(nam
     for pool, port in (("triton_http", http_port), ("triton_grpc", grpc_port), ("triton_stream", grpc_port)):
         assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams[pool]) == [str(port)]
         assert "keepalive 32;" in upstreams[pool]
-    assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards)
+    socket = route(http, STREAM_SOCKET_PATH)  # the WebSocket: no gateway on Kubernetes yet, so the servers' HTTP port
+    assert "proxy_pass http://triton_socket;" in socket.body
+    assert re.findall(r"server 127\.0\.0\.1:(\d+) ", upstreams["triton_socket"]) == [str(http_port)]
+    assert all("proxy_pass http://triton_http;" in l.body for l in locations(http) if l.forwards and l != socket)
     stream = route(grpc, "/inference.GRPCInferenceService/ModelStreamInfer")
     assert "grpc_pass grpc://triton_stream;" in stream.body
     assert all("grpc_pass grpc://triton_grpc;" in l.body for l in locations(grpc) if l.forwards and l != stream)

@@ -175,10 +175,13 @@ function vttTime(value) {
     + `${pad(Math.floor(milliseconds / 1000) % 60)}.${pad(milliseconds % 1000, 3)}`;
 }
 
+// Text as a WebVTT cue carries it: &, < and > escaped (a transcript's <unk> is no tag), as client/timeline.py does.
+const cueText = (text) => text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+
 function subtitles() {
   const cues = events.filter((event) => event.event === "utterance").map((event, index) =>
     `${index + 1}\n${vttTime(event.start)} --> ${vttTime(event.end)}\n`
-    + `[${event.label} ${event.probabilities[event.label].toFixed(2)}] ${event.transcript}`.trimEnd());
+    + cueText(`[${event.label} ${event.probabilities[event.label].toFixed(2)}] ${event.transcript}`.trimEnd()));
   return `WEBVTT\n\n${cues.join("\n\n")}\n`;
 }
 
