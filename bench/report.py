@@ -121,6 +121,11 @@ def markdown(summary: dict) -> str:
                          f"{live.get('compute_floor_s', {}).get('p90')} s at p90); the throughput could carry "
                          f"{live['throughput_streams']} at a speech share of {live['speech_share']}: efficiency "
                          f"{live['efficiency']}" for name, live in summary["streaming"].items()]
+        lines += [f"- {name}, an ideal server on the same compute (no per-stream cost, no interims, first come "
+                  f"first served at the throughput; bench/streaming_ideal.py): {ideal['segmenter']['max_streams']} "
+                  f"streams with the segmenter's ends (efficiency {ideal['segmenter']['efficiency']}), "
+                  f"{ideal['oracle']['max_streams']} with each end known at once ({ideal['oracle']['efficiency']})"
+                  for name, live in summary["streaming"].items() if (ideal := live.get("ideal"))]
         lines += [f"- {name} through the WebSocket: at most **{live['websocket']['max_streams']}** streams "
                   f"sustained; its p90 delay minus gRPC's, by streams: {live['websocket_extra_delay_p90_s']} s"
                   for name, live in summary["streaming"].items() if "websocket" in live]

@@ -172,14 +172,16 @@ def classified_audio(workload, seconds: float, streams: int = 8) -> dict:
 
 
 def compute_floor(url: str, audio: np.ndarray, spans) -> dict:
-    """One utterance's own ensemble time: each span classified alone, one at a time, on the idle server."""
+    """One utterance's own ensemble time: each span classified alone, one at a time, on the idle server;
+    "_samples": (audio seconds, compute seconds) of each (bench.streaming_ideal fits them)."""
     seconds = []
     with SERClient(url, timeout=120, segmenter="fixed") as client:
         for start, end in spans:
             began = time.perf_counter()
             client.classify(audio[start:end], sample_rate=SAMPLE_RATE)
             seconds.append(time.perf_counter() - began)
-    return {"utterances": len(seconds), **percentiles(seconds)}
+    return {"utterances": len(seconds), **percentiles(seconds),
+            "_samples": [((end - start) / SAMPLE_RATE, took) for (start, end), took in zip(spans, seconds)]}
 
 
 def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds: float = 60.0,
@@ -187,9 +189,12 @@ def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds:
     """One stream, then the compute floor (its utterances alone, over gRPC at `url`), then more streams:
     doubling until a level is not sustained, then halving the gap between the most sustained and the
     fewest not. `stream`: how each stream goes (measure_level)."""
+    from ser_triton.bench import streaming_ideal  # it reads this module's conversations
+
     _, speech_share, _ = conversation(workload, seed=0, seconds=seconds)
     single = measure_level(url, workload, 1, seconds, None, stream)
     floor = compute_floor(url, *single.pop("_spans"))
+    floor_samples = floor.pop("_samples")
     allowed = None if floor["p90"] is None else round(floor["p90"] + DELAY_ALLOWANCE_S, 3)
     within = None if single["p99"] is None else single["p99"] + BACKLOG_ALLOWANCE_S
     levels = {}
@@ -231,6 +236,8 @@ def measure(url: str, workload, throughput_audio_s_per_s: float | None, seconds:
         "max_streams": max_streams,
         "throughput_streams": None if capacity is None else round(capacity, 2),
         "efficiency": None if not capacity else round(max_streams / capacity, 3),
+        **({"ideal": streaming_ideal.measure(workload, seconds, throughput_audio_s_per_s, speech_share, floor_samples,
+                                             allowed)} if capacity and floor_samples else {}),
     }
 
 

@@ -112,6 +112,10 @@ NOTES = [
     "the most streams kept up with the p90 delay within 1 s of one utterance's own compute (compute_floor_s p90: the "
     "single stream's utterances classified alone, one at a time); throughput_streams = the variant's "
     "best perf_analyzer audio-s/s over the conversations' speech share; efficiency = max_streams / throughput_streams.",
+    "streaming.ideal: what an ideal server would sustain on the same compute (no per-stream cost, no interims, each "
+    "utterance taken when its end is decided, first come first served at the throughput, answered one utterance's "
+    "own compute later): with the segmenter's ends (replayed offline) and with each end known at once (oracle), "
+    "judged as the stage judges (bench/streaming_ideal.py).",
     "server_memory.total_peak_rss_mib adds the peak RSS (VmHWM) of tritonserver and every Python stub; "
     "shared pages count once per process, so it is an upper bound. weights_mib: each network's ONNX files on disk; "
     "peak_over_weights: total_peak_rss_mib over their sum.",
