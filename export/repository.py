@@ -188,9 +188,10 @@ def stream_config(deployment: Deployment) -> mc.ModelConfig:
 
     The `oldest` strategy gives every live stream a slot (twice max_streams, so that a stream past
     the model's limit reaches the model and is told so, instead of waiting in the backlog); its
-    batches are of chunks of different streams, which the model takes one by one."""
+    batches are of chunks of different streams, up to one from every live stream, whose VAD windows
+    the model scores together (one Silero run per 32 ms step for the whole batch)."""
     spec = specs.stream_spec()
-    config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=deployment.max_batch_size)
+    config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=deployment.max_streams)
     for tensor in spec.inputs:
         tensor_config(config.input.add(), tensor, native=False, ragged=True)
     config.input[-1].optional = True  # the chunks' rate: checked where given

@@ -98,6 +98,36 @@ def test_each_utterance_is_the_answer_for_its_span_alone(tiny_server, conversati
             assert event.transcript == alone.transcript
 
 
+def test_streams_batched_together_each_get_the_events_they_get_alone(tiny_server, conversation):
+    """Triton hands the stream model chunks of several streams in one batch, whose VAD windows it
+    scores together (one Silero run per step for all of them): each stream still gets the events it
+    gets alone. Eight streams send as fast as they can, in chunks of different sizes, so that batches
+    form (the model's own statistics show them)."""
+    audio, _ = conversation
+    alone = events_of(tiny_server, chunked(audio, seconds(0.1)))
+    sizes = [0.02, 0.03, 0.05, 0.07, 0.1, 0.25, 0.5, 1.0]
+    with grpcclient.InferenceServerClient(tiny_server.grpc_url) as client:
+        before = client.get_inference_statistics(contract.STREAM).model_stats[0]
+        results = [[] for _ in sizes]
+        streams = [threading.Thread(target=lambda out, size: out.extend(events_of(tiny_server,
+                                                                                  chunked(audio, seconds(size)))),
+                                    args=(out, size)) for out, size in zip(results, sizes)]
+        for thread in streams:
+            thread.start()
+        for thread in streams:
+            thread.join(300)
+        after = client.get_inference_statistics(contract.STREAM).model_stats[0]
+    requests, executions = (after.inference_count - before.inference_count,
+                            after.execution_count - before.execution_count)
+    assert requests > executions, f"no batch of chunks formed ({requests} chunks in {executions} executions)"
+    for size, events in zip(sizes, results):
+        assert shape(events) == shape(alone), size
+        for got, want in zip(events, alone):
+            if want.probabilities is not None:
+                np.testing.assert_allclose(list(got.probabilities.values()), list(want.probabilities.values()),
+                                           atol=1e-5, err_msg=str(size))
+
+
 def test_utterance_boundaries_fall_near_the_speech(tiny_server, conversation):
     audio, truth = conversation
     utterances = [e for e in events_of(tiny_server, [audio]) if e.event == "utterance"]

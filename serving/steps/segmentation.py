@@ -68,19 +68,20 @@ class SpeechDetector:
 
     The model input is [1, CONTEXT + WINDOW] float32 (the last 64 samples of the previous window,
     then the window), `state` [2, 1, 128] float32 (zeros at the start, then the model's
-    `stateN`), and `sr` an int64 scalar; `output` [1, 1] is the probability.
+    `stateN`), and `sr` an int64 scalar; `output` [1, 1] is the probability. Several streams'
+    detectors score their windows together with `score_together`: one model run per step for all
+    of them (a row of a batch is computed as it is alone: tests/test_segmentation.py checks it).
     """
 
     def __init__(self, session, tensors: dict | None = None):
         """`session`: vad_session's (an onnxruntime.InferenceSession)."""
         self.session = session
         self.tensors = tensors or VAD_TENSORS
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._input = np.zeros((1, CONTEXT + WINDOW), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self.windows = 0
         """Windows scored so far."""
@@ -90,23 +91,21 @@ class SpeechDetector:
         """Samples of the partial window waiting for the rest of it."""
         return self._pending.size
 
-    def _score(self, window: np.ndarray) -> np.float32:
-        self._input[0, CONTEXT:] = window
-        names = self.tensors
-        output, self._state = self.session.run([names["probability"], names["next_state"]], {
-            names["audio"]: self._input, names["state"]: self._state, names["rate"]: self._sr})
-        self._input[0, :CONTEXT] = self._input[0, -CONTEXT:]
-        self.windows += 1
-        return output[0, 0]
+    def _inputs(self, samples: np.ndarray) -> np.ndarray:
+        """The model inputs [n, CONTEXT + WINDOW] of the windows these samples complete, each with the
+        64 samples before it in front; the partial window is kept for the next samples."""
+        samples = np.concatenate([self._context, self._pending, samples])
+        count = (samples.size - CONTEXT) // WINDOW
+        starts = np.arange(count) * WINDOW
+        inputs = samples[starts[:, None] + np.arange(CONTEXT + WINDOW)] if count else \
+            np.zeros((0, CONTEXT + WINDOW), dtype=np.float32)
+        used = CONTEXT + count * WINDOW
+        self._context, self._pending = samples[used - CONTEXT:used].copy(), samples[used:].copy()
+        return inputs
 
     def feed(self, samples) -> np.ndarray:
         """The probabilities (float32) of the windows that these samples complete."""
-        samples = np.concatenate([self._pending, _as_samples(samples)])
-        count = samples.size // WINDOW
-        probabilities = np.array([self._score(samples[i * WINDOW:(i + 1) * WINDOW]) for i in range(count)],
-                                 dtype=np.float32)
-        self._pending = samples[count * WINDOW:].copy()
-        return probabilities
+        return score_together([self], [self._inputs(_as_samples(samples))])[0]
 
     def flush(self) -> np.ndarray:
         """The last partial window, zero-padded (as silero's get_speech_timestamps does): 0 or 1
@@ -116,7 +115,31 @@ class SpeechDetector:
         window = np.zeros(WINDOW, dtype=np.float32)
         window[:self._pending.size] = self._pending
         self._pending = np.zeros(0, dtype=np.float32)
-        return np.array([self._score(window)], dtype=np.float32)
+        return self.feed(window)
+
+
+def score_together(detectors: list, inputs: list) -> list:
+    """Each detector's probabilities of its windows (`inputs`: as its _inputs gave them): step i
+    runs the i-th window of every detector that has one as one batch, each row with its own state.
+    The detectors must be distinct (one stream's windows follow each other) and share a session."""
+    if len({id(detector) for detector in detectors}) != len(detectors):
+        raise ValueError("one stream twice in a batch: a stream's windows follow each other, score them in turn")
+    found = [np.zeros(len(windows), dtype=np.float32) for windows in inputs]
+    if not detectors:
+        return found
+    session, names = detectors[0].session, detectors[0].tensors
+    rate = np.array(SAMPLE_RATE, dtype=np.int64)
+    for step in range(max(len(windows) for windows in inputs)):
+        rows = [row for row, windows in enumerate(inputs) if len(windows) > step]
+        state = np.concatenate([detectors[row]._state for row in rows], axis=1)
+        output, state = session.run([names["probability"], names["next_state"]], {
+            names["audio"]: np.stack([inputs[row][step] for row in rows]), names["state"]: state,
+            names["rate"]: rate})
+        for at, row in enumerate(rows):
+            found[row][step] = output[at, 0]
+            detectors[row]._state = state[:, at:at + 1].copy()
+            detectors[row].windows += 1
+    return found
 
 
 class RuleError(ValueError):
@@ -378,13 +401,21 @@ class Segmenter:
 
     def feed(self, samples) -> list:
         """The events that these samples decide; they must be finite (checked where they entered)."""
+        return feed_together([self], [samples])[0]
+
+    def _accept(self, samples) -> np.ndarray:
+        """Hold these samples (as mono float32, which it gives back) for their windows to be scored."""
         if self._finished:
             raise RuntimeError("the stream has finished: start a new Segmenter")
         samples = _as_samples(samples)
         self._audio.append(samples)
         self._received += samples.size
-        events, first = [], self.detector.windows
-        for window, probability in enumerate(self.detector.feed(samples), start=first):
+        return samples
+
+    def _decide(self, probabilities: np.ndarray) -> list:
+        """The events of the windows just scored (their probabilities, in order)."""
+        events, first = [], self.detector.windows - len(probabilities)
+        for window, probability in enumerate(probabilities, start=first):
             events += self._window(window, float(probability), (window + 1) * WINDOW)
         self._audio.drop_before(self._start if self._speech is not None
                                 else max(self._floor, self.detector.windows * WINDOW - self.rules.padding_samples))
@@ -486,6 +517,21 @@ class Segmenter:
         for w, p in replay:
             events += self._window(w, p, min(now, (w + 1) * WINDOW))
         return events
+
+
+def feed_together(segmenters: list, chunks: list) -> list:
+    """Segmenter.feed of several streams' chunks at once (one chunk per stream, each stream once),
+    the windows of their SpeechDetectors scored together (score_together; any other detector, e.g. a
+    test's, scores its own): each stream's events, the same as fed alone."""
+    accepted = [segmenter._accept(chunk) for segmenter, chunk in zip(segmenters, chunks)]
+    together = [row for row, segmenter in enumerate(segmenters) if isinstance(segmenter.detector, SpeechDetector)]
+    scored = [None if row in together else segmenter.detector.feed(samples)
+              for row, (segmenter, samples) in enumerate(zip(segmenters, accepted))]
+    detectors = [segmenters[row].detector for row in together]
+    for row, probabilities in zip(together, score_together(
+            detectors, [detector._inputs(accepted[row]) for row, detector in zip(together, detectors)])):
+        scored[row] = probabilities
+    return [segmenter._decide(probabilities) for segmenter, probabilities in zip(segmenters, scored)]
 
 
 def segment(samples, detector: SpeechDetector, rules: SegmentationRules | None = None) -> list:

@@ -10,7 +10,9 @@ events its audio decides, through the request's own response sender, then a fina
   so far) every few seconds of audio:
   each through a BLS call to the ensemble, so the utterances of many streams are batched
   together by its dynamic batcher, and the stream goes on meanwhile.
-A stream's events leave in audio order (Triton keeps that order within a chunk's request, not
+The chunks of one execute (the sequence batcher hands over up to max_batch_size streams' chunks
+at once) have their VAD windows scored together, one Silero run per 32 ms step for all of them
+(segmentation.feed_together), each stream's events the same as alone. A stream's events leave in audio order (Triton keeps that order within a chunk's request, not
 across requests: the client orders them by request ID, client/stream.py). The classifications of
 all streams go through one scheduler (steps/scheduling.py): with a limit, a few at the ensemble at
 once, finished utterances before interim results, and an interim that is still waiting when its
@@ -28,6 +30,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -37,11 +40,13 @@ from .backend import Step
 from . import scheduling
 from .scheduling import DROPPED, SPECULATION_OUTCOMES, Scheduler
 from .segmentation import (Interim, RuleError, SegmentationRules, Segmenter, SpeechDetector, SpeechStart, Tentative,
-                           Utterance, Withdrawn, vad_session)
+                           Utterance, Withdrawn, feed_together, vad_session)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 ENDED_REMEMBERED = 4096
 """How many ended streams' reasons are kept, to answer a late chunk with why its stream ended."""
+SEND_THREADS = 4
+"""Threads that send the streams' responses (_send_off)."""
 END, IDLE, GONE, ERROR, REFUSED = END_REASONS = ("end", "idle", "gone", "error", "refused")
 """How a stream ended, the `reason` label of the ended streams' counter: its end flagged; idle (no
 audio for stream_idle_seconds: a stopped client, or one that went away between chunks); gone (its
@@ -66,6 +71,17 @@ class Stream:
         still had waiting to be classified is dropped, since nobody is left to answer."""
 
 
+@dataclasses.dataclass
+class Chunk:
+    """One request's audio, checked, with what answering it takes."""
+
+    sender: object
+    corrid: int
+    stream: Stream
+    samples: np.ndarray
+    end: bool
+
+
 def _value(request, name, default=None):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return default if tensor is None else tensor.as_numpy()
@@ -86,6 +102,11 @@ class TritonPythonModel(Step):
         ahead = float(self.parameters.get(parameters.STREAM_SPECULATE_SECONDS, "0"))
         self.tentative_after = round(ahead * self.sample_rate) if ahead > 0 else None
         self.session = vad_session(self.file(parameters.VAD_FILE))
+        self.vad_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-vad")
+        """The VAD runs here (ONNX Runtime lets go of the GIL), off the loop that sends the answers:
+        in a profile of 64 tiny streams the loop spent about as long on sends as on the VAD."""
+        self.feeding = asyncio.Lock()
+        self.send_threads = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="stream-send")
         self.vad_tensors = json.loads(self.parameters[parameters.VAD_TENSORS])
         self.streams: dict[int, Stream] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()
@@ -134,6 +155,8 @@ class TritonPythonModel(Step):
 
     def finalize(self):
         self.stopping.set()
+        self.vad_thread.shutdown(wait=False, cancel_futures=True)
+        self.send_threads.shutdown(wait=False, cancel_futures=True)
         with self.lock:  # a metric goes before its family (the stub says so otherwise)
             self.live = self.ended_by = self.dropped_interims = self.speculations = None
             self.live_family = self.ended_family = self.dropped_family = self.speculation_family = None
@@ -215,36 +238,67 @@ class TritonPythonModel(Step):
     # --- requests -----------------------------------------------------------------------------
 
     async def execute(self, requests):
-        for request in requests:
-            self._handle(request)
+        taken = [chunk for chunk in map(self._take, requests) if chunk is not None]
+        async with self.feeding:  # executions feed their chunks in the order they came (the lock is fair)
+            while taken:  # the streams' chunks fed together, a stream's second chunk (if ever) in the next round
+                streams, this_round, later = set(), [], []
+                for chunk in taken:
+                    (later if chunk.corrid in streams else this_round).append(chunk)
+                    streams.add(chunk.corrid)
+                await self._feed(this_round)
+                taken = later
         # The bundled stub (2.51) files this coroutine's future only after scheduling it, and logs
         # "Cannot remove future from background" for one that finished before: a millisecond apart.
         await asyncio.sleep(0.001)
         return None
 
-    def _handle(self, request) -> None:
+    def _take(self, request) -> "Chunk | None":
+        """A request's chunk, checked, with its stream; None where it was answered with an error."""
         sender = request.get_response_sender()
         corrid = int(_value(request, "CORRID").reshape(-1)[0])
         start = bool(_value(request, "SEQUENCE_START").reshape(-1)[0])
         end = bool(_value(request, "SEQUENCE_END").reshape(-1)[0])
         try:
             stream = self._stream(corrid, start, request)
-            chunk = self._chunk(request, end)
-            stream.last_chunk = time.monotonic()
-            events = stream.segmenter.feed(chunk) if chunk.size else []
-            if end:
-                events += stream.segmenter.finish()
+            samples = self._chunk(request, end)
         except (StreamEnded, ValueError) as error:
-            self._end(corrid, str(error), ERROR)
-            self._send(sender, pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)), FINAL)
+            self._fail(sender, corrid, str(error))
+            return None
+        stream.last_chunk = time.monotonic()
+        return Chunk(sender, corrid, stream, samples, end)
+
+    def _fail(self, sender, corrid: int, message: str) -> None:
+        self._end(corrid, message, ERROR)
+        self._send(sender, pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)), FINAL)
+
+    async def _feed(self, chunks: list) -> None:
+        """Chunks of distinct streams: their VAD windows scored together (one model run per step for
+        all of them) in the VAD's own thread, while this loop goes on sending; then each stream's
+        events classified and sent in order."""
+        try:
+            decided = await asyncio.get_running_loop().run_in_executor(self.vad_thread, self._segment, chunks)
+        except ValueError as error:  # chunks are checked as they come: not expected, but never silent
+            for chunk in chunks:
+                self._fail(chunk.sender, chunk.corrid, f"the stream's audio could not be segmented: {error}")
             return
-        # classification is asked for now, for every utterance of every stream (the scheduler decides
-        # when each runs, and drops stale interims); the events leave in order
-        results = self._schedule(stream, events)
-        stream.sent = asyncio.ensure_future(self._send_in_order(sender, stream.sent, results, corrid))
-        if end:
-            self._end(corrid, "its end was flagged", END)
+        for chunk, events in zip(chunks, decided):
+            # classification is asked for now, for every utterance of every stream (the scheduler decides
+            # when each runs, and drops stale interims); the events leave in order
+            results = self._schedule(chunk.stream, events)
+            chunk.stream.sent = asyncio.ensure_future(self._send_in_order(chunk.sender, chunk.stream.sent, results,
+                                                                          chunk.corrid))
+            if chunk.end:
+                self._end(chunk.corrid, "its end was flagged", END)
+
+    @staticmethod
+    def _segment(chunks: list) -> list:
+        """Each chunk's events (in the VAD's thread): its audio's, then, at the end of its stream, the last."""
+        fed = [chunk for chunk in chunks if chunk.samples.size]
+        decided = feed_together([chunk.stream.segmenter for chunk in fed], [chunk.samples for chunk in fed])
+        events_of = {id(chunk): events for chunk, events in zip(fed, decided)}
+        return [events_of.get(id(chunk), []) + (chunk.stream.segmenter.finish() if chunk.end else [])
+                for chunk in chunks]
 
     def _schedule(self, stream: Stream, events: list) -> list:
         """What each event of a chunk will send, in order: a speech start as it is, an answer as the
@@ -280,7 +334,7 @@ class TritonPythonModel(Step):
                     response = await result
                     if response is DROPPED:  # a stale interim, never classified
                         continue
-                if not self._send(sender, response):
+                if not await self._send_off(sender, response):
                     self._end(corrid, "its client went away", GONE)
                     return
         except Exception as error:  # noqa: BLE001 - a failed classification ends its stream, said, never silently
@@ -289,7 +343,13 @@ class TritonPythonModel(Step):
             self._send(sender, pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)), FINAL)
             return
-        self._send(sender, None, FINAL)
+        await self._send_off(sender, None, FINAL)
+
+    async def _send_off(self, sender, response, flags: int = 0) -> bool:
+        """_send in a sender thread: a send waits for the server to take the response (a round trip),
+        and this loop, which has every stream's answers to send, goes on meanwhile. A stream's sends
+        still go one after the other (_send_in_order awaits each)."""
+        return await asyncio.get_running_loop().run_in_executor(self.send_threads, self._send, sender, response, flags)
 
     async def _classify(self, span):
         tensors = self.classifier
@@ -330,9 +390,12 @@ class TritonPythonModel(Step):
 
     @staticmethod
     def _send(sender, response, flags: int = 0) -> bool:
-        """Send; False where the client has gone (its stream was cancelled or closed)."""
+        """Send; False where the client has gone (its stream was cancelled or closed). Only a response
+        that carries an event asks first whether the client is still there: the question is a round
+        trip to the server (in a profile of 48 tiny streams, asked before every send, it took 29% of the
+        stream model's loop, more than the sends), and a chunk's bare end flag needs no answer."""
         try:
-            if sender.is_cancelled():
+            if response is not None and sender.is_cancelled():
                 return False
             sender.send(response, flags=flags)
             return True
