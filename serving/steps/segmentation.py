@@ -524,14 +524,12 @@ def feed_together(segmenters: list, chunks: list) -> list:
     the windows of their SpeechDetectors scored together (score_together; any other detector, e.g. a
     test's, scores its own): each stream's events, the same as fed alone."""
     accepted = [segmenter._accept(chunk) for segmenter, chunk in zip(segmenters, chunks)]
-    together = [row for row, segmenter in enumerate(segmenters) if isinstance(segmenter.detector, SpeechDetector)]
-    scored = [None if row in together else segmenter.detector.feed(samples)
-              for row, (segmenter, samples) in enumerate(zip(segmenters, accepted))]
-    detectors = [segmenters[row].detector for row in together]
-    for row, probabilities in zip(together, score_together(
-            detectors, [detector._inputs(accepted[row]) for row, detector in zip(together, detectors)])):
-        scored[row] = probabilities
-    return [segmenter._decide(probabilities) for segmenter, probabilities in zip(segmenters, scored)]
+    rows = [row for row, segmenter in enumerate(segmenters) if isinstance(segmenter.detector, SpeechDetector)]
+    detectors = [segmenters[row].detector for row in rows]
+    scored = dict(zip(rows, score_together(detectors, [detector._inputs(accepted[row])
+                                                       for row, detector in zip(rows, detectors)])))
+    return [segmenter._decide(scored[row] if row in scored else segmenter.detector.feed(samples))
+            for row, (segmenter, samples) in enumerate(zip(segmenters, accepted))]
 
 
 def segment(samples, detector: SpeechDetector, rules: SegmentationRules | None = None) -> list:

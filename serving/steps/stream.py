@@ -293,12 +293,11 @@ class TritonPythonModel(Step):
 
     @staticmethod
     def _segment(chunks: list) -> list:
-        """Each chunk's events (in the VAD's thread): its audio's, then, at the end of its stream, the last."""
-        fed = [chunk for chunk in chunks if chunk.samples.size]
-        decided = feed_together([chunk.stream.segmenter for chunk in fed], [chunk.samples for chunk in fed])
-        events_of = {id(chunk): events for chunk, events in zip(fed, decided)}
-        return [events_of.get(id(chunk), []) + (chunk.stream.segmenter.finish() if chunk.end else [])
-                for chunk in chunks]
+        """Each chunk's events (in the VAD's thread): its audio's (none from the empty end-of-stream
+        chunk), then, at the end of its stream, the last."""
+        decided = feed_together([chunk.stream.segmenter for chunk in chunks], [chunk.samples for chunk in chunks])
+        return [events + (chunk.stream.segmenter.finish() if chunk.end else [])
+                for chunk, events in zip(chunks, decided)]
 
     def _schedule(self, stream: Stream, events: list) -> list:
         """What each event of a chunk will send, in order: a speech start as it is, an answer as the
