@@ -142,6 +142,27 @@ def measure_level(url: str, workload, streams: int, seconds: float, finish_withi
     return level
 
 
+def replayed(audios: list, session, rules=None, tentative_after: int | None = None) -> list:
+    """Each audio sent as the stage sends it (CHUNK_SECONDS chunks, then its end) through the segmenter
+    the server runs, the VAD windows of all of them scored together as the stream model scores its
+    streams' (segmentation.feed_together): for each audio, (samples sent when it was decided, event)
+    of each event."""
+    from ser_triton.serving.steps import segmentation as steps
+
+    size = int(CHUNK_SECONDS * SAMPLE_RATE)
+    segmenters = [steps.Segmenter(steps.SpeechDetector(session), rules, tentative_after) for _ in audios]
+    found = [[] for _ in audios]
+    for first in range(0, max((audio.size for audio in audios), default=0) + size, size):
+        going = [row for row, audio in enumerate(audios) if first < audio.size]
+        decided = steps.feed_together([segmenters[row] for row in going],
+                                      [audios[row][first:first + size] for row in going])
+        ending = [(row, segmenters[row].finish()) for row, audio in enumerate(audios)
+                  if audio.size <= first < audio.size + size]
+        for row, events in [*zip(going, decided), *ending]:
+            found[row] += [(min(first + size, audios[row].size), event) for event in events]
+    return found
+
+
 def classified_audio(workload, seconds: float, streams: int = 8) -> dict:
     """What the stream model has the ensemble classify besides the utterances themselves, in seconds per
     second of utterance audio, over the conversations of `streams` streams, decided offline by the
@@ -154,13 +175,10 @@ def classified_audio(workload, seconds: float, streams: int = 8) -> dict:
     session, found = steps.vad_session(vad_package_file()), {}
     ways = {"window": (steps.SegmentationRules(), round(0.15 * SAMPLE_RATE)),
             "whole": (steps.SegmentationRules(interim_window_seconds=None), None)}
-    for seed in range(streams):
-        audio, _, _ = conversation(workload, seed=seed, seconds=seconds)
-        for way, (rules, ahead) in ways.items():
-            segmenter = steps.Segmenter(steps.SpeechDetector(session), rules, ahead)
-            size = int(CHUNK_SECONDS * SAMPLE_RATE)
-            events = [e for first in range(0, audio.size, size) for e in segmenter.feed(audio[first:first + size])]
-            for event in events + segmenter.finish():
+    audios = [conversation(workload, seed=seed, seconds=seconds)[0] for seed in range(streams)]
+    for way, (rules, ahead) in ways.items():
+        for events in replayed(audios, session, rules, ahead):
+            for _, event in events:
                 if not isinstance(event, steps.SpeechStart):
                     key = f"{way}:{type(event).__name__}"
                     found[key] = found.get(key, 0) + event.end - event.start

@@ -16,7 +16,7 @@ that on this machine: it takes a single utterance computed faster (more cores on
 
 import numpy as np
 
-from ser_triton.bench.streaming import CHUNK_SECONDS, conversation, speech_end
+from ser_triton.bench.streaming import conversation, replayed, speech_end
 from ser_triton.core.contract import SAMPLE_RATE
 
 ENDPOINTS = ("segmenter", "oracle")
@@ -40,7 +40,7 @@ def utterances(workload, seed: int, seconds: float, session) -> list[tuple[float
     """(end decided by the segmenter, end known to the oracle, end of speech, audio seconds) of each
     utterance holding speech in stream `seed`'s conversation, in seconds from its start; the streams
     from `seed` on to the next multiple of REPLAYED_TOGETHER are replayed with it, their VAD windows
-    scored together as the stream model scores them (segmentation.feed_together)."""
+    scored together as the stream model scores them (bench.streaming.replayed)."""
     from ser_triton.serving.steps import segmentation as steps
 
     key = (str(workload.directory), seconds)
@@ -49,22 +49,14 @@ def utterances(workload, seed: int, seconds: float, session) -> list[tuple[float
         return done[seed]
     seeds = range(seed, (seed // REPLAYED_TOGETHER + 1) * REPLAYED_TOGETHER)
     talks = [conversation(workload, seed=number, seconds=seconds) for number in seeds]
-    segmenters = [steps.Segmenter(steps.SpeechDetector(session)) for _ in seeds]
-    size, found = int(CHUNK_SECONDS * SAMPLE_RATE), [[] for _ in seeds]
-    for first in range(0, max(audio.size for audio, _, _ in talks) + size, size):
-        going = [row for row, (audio, _, _) in enumerate(talks) if first < audio.size]
-        decided = steps.feed_together([segmenters[row] for row in going],
-                                      [talks[row][0][first:first + size] for row in going])
-        ending = [(row, segmenters[row].finish()) for row, (audio, _, _) in enumerate(talks)
-                  if audio.size <= first < audio.size + size]
-        for row, events in [*zip(going, decided), *ending]:
-            audio, _, spoken = talks[row]
-            at = min(first + size, audio.size) / SAMPLE_RATE
-            for event in events:
-                spoke = speech_end(spoken, event.start, event.end) if isinstance(event, steps.Utterance) else None
-                if spoke is not None:
-                    found[row].append((at, event.end / SAMPLE_RATE, spoke / SAMPLE_RATE,
-                                       (event.end - event.start) / SAMPLE_RATE))
+    found = [[] for _ in seeds]
+    for row, events in enumerate(replayed([audio for audio, _, _ in talks], session)):
+        spoken = talks[row][2]
+        for at, event in events:
+            spoke = speech_end(spoken, event.start, event.end) if isinstance(event, steps.Utterance) else None
+            if spoke is not None:
+                found[row].append((at / SAMPLE_RATE, event.end / SAMPLE_RATE, spoke / SAMPLE_RATE,
+                                   (event.end - event.start) / SAMPLE_RATE))
     done.update(zip(seeds, found))
     return done[seed]
 
